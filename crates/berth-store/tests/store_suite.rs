@@ -1,0 +1,112 @@
+//! The store suite: every test runs against SQLite and, when `BERTH_TEST_POSTGRES_URL` is set,
+//! PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use berth_core::{ManualClock, Timestamp};
+use berth_store::idempotency::{Reservation, TokenKey};
+use berth_store::jobs::{self, Worker};
+use berth_store::testing::stores;
+
+fn clock() -> ManualClock {
+    ManualClock::new(Timestamp(1_800_000_000_000))
+}
+
+#[tokio::test]
+async fn migrations_apply_and_report_their_version() {
+    for test in stores(Arc::new(clock())).await {
+        assert!(test.store.schema_version().await.unwrap() >= 2, "{:?}", test.store.backend());
+        test.store.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn idempotency_replays_refuses_mismatches_and_releases_failures() {
+    let clock = clock();
+    for test in stores(Arc::new(clock.clone())).await {
+        let store = &test.store;
+        let key = TokenKey { account_id: "123456789012", operation: "CreateMemory", token: "t-1" };
+        assert_eq!(store.idempotency_reserve(&key, "h1").await.unwrap(), Reservation::New);
+        assert_eq!(store.idempotency_reserve(&key, "h1").await.unwrap(), Reservation::InProgress);
+        store.idempotency_complete(&key, 202, "{\"ok\":1}").await.unwrap();
+        assert_eq!(
+            store.idempotency_reserve(&key, "h1").await.unwrap(),
+            Reservation::Replay { status: 202, body: "{\"ok\":1}".into() }
+        );
+        assert_eq!(store.idempotency_reserve(&key, "h2").await.unwrap(), Reservation::Mismatch);
+
+        let other = TokenKey { token: "t-2", ..key.clone() };
+        assert_eq!(store.idempotency_reserve(&other, "h1").await.unwrap(), Reservation::New);
+        store.idempotency_release(&other).await.unwrap();
+        assert_eq!(store.idempotency_reserve(&other, "h9").await.unwrap(), Reservation::New);
+
+        clock.advance(berth_store::idempotency::RETENTION_MILLIS + 1);
+        assert_eq!(store.idempotency_reserve(&key, "h2").await.unwrap(), Reservation::New);
+        clock.set(Timestamp(1_800_000_000_000));
+    }
+}
+
+#[tokio::test]
+async fn tags_and_policies_round_trip() {
+    for test in stores(Arc::new(clock())).await {
+        let store = &test.store;
+        let arn = "arn:aws:bedrock-agentcore:us-east-1:123456789012:memory/m-AbCdEfGhIj";
+        let tags: BTreeMap<String, String> = [("a".into(), "1".into()), ("b".into(), "2".into())].into();
+        store.tag_resource(arn, &tags).await.unwrap();
+        store.tag_resource(arn, &[("a".to_string(), "3".to_string())].into()).await.unwrap();
+        store.untag_resource(arn, &["b".into(), "missing".into()]).await.unwrap();
+        assert_eq!(store.tags(arn).await.unwrap(), [("a".to_string(), "3".to_string())].into());
+
+        assert_eq!(store.resource_policy(arn).await.unwrap(), None);
+        store.put_resource_policy(arn, "{\"v\":1}").await.unwrap();
+        store.put_resource_policy(arn, "{\"v\":2}").await.unwrap();
+        assert_eq!(store.resource_policy(arn).await.unwrap().as_deref(), Some("{\"v\":2}"));
+        assert!(store.delete_resource_policy(arn).await.unwrap());
+        assert!(!store.delete_resource_policy(arn).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn jobs_run_retry_with_backoff_and_survive_a_crashed_worker() {
+    let clock = clock();
+    for test in stores(Arc::new(clock.clone())).await {
+        let store = test.store.clone();
+        let mut tx = store.begin().await.unwrap();
+        jobs::enqueue(&mut tx, "flaky", &serde_json::json!({"n": 1}), store.now()).await.unwrap();
+        jobs::enqueue(&mut tx, "ok", &serde_json::json!({}), store.now()).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut worker = Worker::new(store.clone());
+        let counter = runs.clone();
+        worker.register(
+            "flaky",
+            Arc::new(move |_| {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async move { if n == 0 { Err("first try fails".to_string()) } else { Ok(()) } })
+            }),
+        );
+        worker.register("ok", Arc::new(|_| Box::pin(async { Ok(()) })));
+
+        assert_eq!(worker.run_due().await.unwrap(), 2);
+        let pending = store.pending_jobs().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].2.as_deref(), Some("first try fails"));
+        // Not due again until the backoff has passed.
+        assert_eq!(worker.run_due().await.unwrap(), 0);
+        clock.advance(5_000);
+        assert_eq!(worker.run_due().await.unwrap(), 1);
+        assert!(store.pending_jobs().await.unwrap().is_empty());
+
+        // A worker that claims a job and dies leaves it leased; it runs again after the lease.
+        let mut tx = store.begin().await.unwrap();
+        jobs::enqueue(&mut tx, "ok", &serde_json::json!({}), store.now()).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(store.claim_job().await.unwrap().is_some());
+        assert_eq!(worker.run_due().await.unwrap(), 0);
+        clock.advance(61_000);
+        assert_eq!(worker.run_due().await.unwrap(), 1);
+        clock.set(Timestamp(1_800_000_000_000));
+    }
+}
