@@ -14,3 +14,16 @@ pub use arn::{AccountId, Arn};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{ErrorKind, FieldError};
 pub use page::PageToken;
+
+/// Who is calling: the account their access key belongs to. ARNs the caller creates carry it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub account: AccountId,
+    pub access_key_id: String,
+}
+
+/// An error a service returns from an operation: a kind the server maps to the modelled AWS
+/// shape, and a message safe to show the client.
+pub trait ApiError: std::error::Error + Send + Sync + 'static {
+    fn kind(&self) -> ErrorKind;
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{Any, Row, Transaction};
-use tokio::sync::Notify;
+pub use tokio::sync::Notify;
 
 use crate::{Result, Store};
 
