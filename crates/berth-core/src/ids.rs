@@ -29,6 +29,14 @@ pub fn request_id() -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
+/// A random 12-digit account id (never starting with 0).
+pub fn account_id() -> String {
+    let mut rng = rand::rng();
+    let first = rng.random_range(1..=9u8);
+    let rest: String = (0..11).map(|_| char::from(b'0' + rng.random_range(0..=9u8))).collect();
+    format!("{first}{rest}")
+}
+
 /// A fresh secret of `n` random alphanumerics (access keys, secrets).
 pub fn secret(n: usize) -> String {
     random_alphanumeric(n)

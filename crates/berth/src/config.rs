@@ -1,0 +1,224 @@
+//! Configuration: compiled-in defaults < config file < `BERTH_*` environment variables < flags,
+//! merged once into a validated [`Config`]. Unknown keys in the file and unknown `BERTH_*`
+//! variables are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use berth_server::AccessKey;
+use serde::Deserialize;
+
+/// The config file, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub region: Option<String>,
+    pub log: Option<String>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub memory: MemoryFile,
+    #[serde(default)]
+    pub access_keys: Vec<AccessKey>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_body_bytes: Option<usize>,
+    pub max_clock_skew_seconds: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryFile {
+    pub expiry_sweep_seconds: Option<u64>,
+}
+
+/// Values from flags or their `BERTH_*` variables (clap resolves flag over variable).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Address to listen on [default: 127.0.0.1:8470]
+    #[arg(long, env = "BERTH_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for the database, keys and artifacts [default: ~/.local/share/berth]
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://PATH or postgres://… [default: SQLite in the data dir]
+    #[arg(long, env = "BERTH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Config file (TOML)
+    #[arg(long, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Region in ARNs and the SigV4 scope [default: us-east-1]
+    #[arg(long, env = "BERTH_REGION")]
+    pub region: Option<String>,
+    /// Log filter, e.g. `info` or `berth=debug` [default: info]
+    #[arg(long, env = "BERTH_LOG")]
+    pub log: Option<String>,
+}
+
+/// The environment variables Berth reads. `BERTH_TEST_*` is reserved for the test suite.
+const KNOWN_VARIABLES: [&str; 6] = [
+    "BERTH_LISTEN",
+    "BERTH_DATA_DIR",
+    "BERTH_DATABASE_URL",
+    "BERTH_CONFIG",
+    "BERTH_REGION",
+    "BERTH_LOG",
+];
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub region: String,
+    pub log: String,
+    pub max_body_bytes: usize,
+    pub max_clock_skew_seconds: i64,
+    pub expiry_sweep_seconds: u64,
+    pub access_keys: Vec<AccessKey>,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("berth");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/berth")
+}
+
+fn valid_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl Config {
+    /// Rejects `BERTH_*` variables Berth does not know (a typo would otherwise be ignored).
+    pub fn check_environment(vars: impl Iterator<Item = String>) -> anyhow::Result<()> {
+        for name in vars.filter(|n| n.starts_with("BERTH_") && !n.starts_with("BERTH_TEST_")) {
+            if !KNOWN_VARIABLES.contains(&name.as_str()) {
+                bail!("unknown environment variable `{name}`; Berth reads {}", KNOWN_VARIABLES.join(", "));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Config> {
+        let file = match &overrides.config {
+            Some(path) => Self::read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(file, overrides.clone())
+    }
+
+    fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// Merges the file under the overrides and validates every field, naming the one that fails.
+    pub fn merge(file: FileConfig, overrides: Overrides) -> anyhow::Result<Config> {
+        let listen = overrides.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8470".into());
+        let listen: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("listen: `{listen}` is not an address like 127.0.0.1:8470"))?;
+        let data_dir = overrides.data_dir.or(file.data_dir).unwrap_or_else(default_data_dir);
+        let database_url = overrides
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("berth.db").display()));
+        if !["sqlite:", "postgres:", "postgresql:"].iter().any(|p| database_url.starts_with(p)) {
+            bail!("database_url: `{database_url}` must start with sqlite:// or postgres://");
+        }
+        let region = overrides.region.or(file.region).unwrap_or_else(|| "us-east-1".into());
+        if !valid_region(&region) {
+            bail!("region: `{region}` is not a region name like us-east-1");
+        }
+        let max_body_bytes = file.limits.max_body_bytes.unwrap_or(32 * 1024 * 1024);
+        if !(1024..=1 << 30).contains(&max_body_bytes) {
+            bail!("limits.max_body_bytes: must be between 1024 and 1073741824");
+        }
+        let max_clock_skew_seconds = file.limits.max_clock_skew_seconds.unwrap_or(300);
+        if !(1..=3600).contains(&max_clock_skew_seconds) {
+            bail!("limits.max_clock_skew_seconds: must be between 1 and 3600");
+        }
+        let expiry_sweep_seconds = file.memory.expiry_sweep_seconds.unwrap_or(60);
+        if expiry_sweep_seconds == 0 {
+            bail!("memory.expiry_sweep_seconds: must be at least 1");
+        }
+        for (i, key) in file.access_keys.iter().enumerate() {
+            if key.access_key_id.len() < 16 || key.secret_access_key.len() < 16 {
+                bail!("access_keys[{i}]: access_key_id and secret_access_key must be at least 16 characters");
+            }
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            region,
+            log: overrides.log.or(file.log).unwrap_or_else(|| "info".into()),
+            max_body_bytes,
+            max_clock_skew_seconds,
+            expiry_sweep_seconds,
+            access_keys: file.access_keys,
+        })
+    }
+
+    /// The URL clients use to reach this server.
+    pub fn endpoint_url(&self) -> String {
+        let host = if self.listen.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else if self.listen.is_ipv6() {
+            format!("[{}]", self.listen.ip())
+        } else {
+            self.listen.ip().to_string()
+        };
+        format!("http://{host}:{}", self.listen.port())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_and_overrides_stack_in_order() {
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nregion = \"eu-west-1\"\n[limits]\nmax_body_bytes = 2048\n").unwrap();
+        let overrides = Overrides {
+            region: Some("us-west-2".into()),
+            ..Default::default()
+        };
+        let config = Config::merge(file, overrides).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.region, "us-west-2");
+        assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.endpoint_url(), "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_field() {
+        assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[limits]\nmax_body = 1").is_err());
+        let bad = |o: Overrides| Config::merge(FileConfig::default(), o).unwrap_err().to_string();
+        assert!(bad(Overrides { listen: Some("nowhere".into()), ..Default::default() }).starts_with("listen"));
+        assert!(bad(Overrides { region: Some("mars".into()), ..Default::default() }).starts_with("region"));
+        assert!(bad(Overrides { database_url: Some("mysql://x".into()), ..Default::default() }).starts_with("database_url"));
+    }
+
+    #[test]
+    fn unknown_berth_variables_are_rejected() {
+        assert!(Config::check_environment(["BERTH_LISTEN".to_string(), "PATH".to_string()].into_iter()).is_ok());
+        assert!(Config::check_environment(["BERTH_TEST_POSTGRES_URL".to_string()].into_iter()).is_ok());
+        assert!(Config::check_environment(["BERTH_LISTN".to_string()].into_iter()).is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! The `berth` binary: a thin CLI over the library crates.
+
+mod config;
+mod credentials;
+mod doctor;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Self-hosted Amazon Bedrock AgentCore, wire-compatible, in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (both AgentCore planes on one listener)
+    Serve(Overrides),
+    /// Print shell `export` lines that point AWS clients at this server
+    Credentials(Overrides),
+    /// Check the data dir, the database and each subsystem
+    Doctor(Overrides),
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    Config::check_environment(std::env::vars().map(|(k, _)| k))?;
+    match cli.command {
+        Command::Serve(overrides) => {
+            let config = Config::load(&overrides)?;
+            init_logging(&config.log);
+            serve::run(config).await
+        }
+        Command::Credentials(overrides) => {
+            let config = Config::load(&overrides)?;
+            let key = credentials::load_or_create(&config.data_dir)?;
+            print!("{}", credentials::export_lines(&key, &config.region, &config.endpoint_url()));
+            Ok(())
+        }
+        Command::Doctor(overrides) => {
+            let config = Config::load(&overrides)?;
+            init_logging("warn");
+            if doctor::run(config).await? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
+    }
+}
