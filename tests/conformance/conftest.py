@@ -105,12 +105,15 @@ def berth(request):
     os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ.pop("AWS_PROFILE", None)
     os.environ.update(server.environ())
+    # boto3's default session caches credentials; each server has its own keys.
+    boto3.DEFAULT_SESSION = None
     yield server
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+    boto3.DEFAULT_SESSION = None
     server.stop()
 
 

@@ -131,7 +131,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed_arns() {
-        for bad in ["", "arn", "arn:aws:svc:r:a", "nope:aws:svc:r:a:res", "arn::svc:r:a:res", "arn:aws:svc:r:a:"] {
+        for bad in [
+            "",
+            "arn",
+            "arn:aws:svc:r:a",
+            "nope:aws:svc:r:a:res",
+            "arn::svc:r:a:res",
+            "arn:aws:svc:r:a:",
+        ] {
             assert!(bad.parse::<Arn>().is_err(), "{bad}");
         }
     }

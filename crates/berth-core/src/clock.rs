@@ -96,7 +96,10 @@ mod tests {
 
     #[test]
     fn converts_fractional_epoch_seconds() {
-        assert_eq!(Timestamp::from_epoch_seconds(1_714_564_800.123_456), Some(Timestamp(1_714_564_800_123)));
+        assert_eq!(
+            Timestamp::from_epoch_seconds(1_714_564_800.123_456),
+            Some(Timestamp(1_714_564_800_123))
+        );
         assert_eq!(Timestamp::from_epoch_seconds(-1.0), None);
         assert_eq!(Timestamp::from_epoch_seconds(f64::NAN), None);
         assert_eq!(Timestamp::from_epoch_seconds(1e300), None);

@@ -7,8 +7,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// A decoded pagination token for the list named `list`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

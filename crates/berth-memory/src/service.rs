@@ -157,7 +157,10 @@ impl MemoryService {
             if !seen.insert(strategy.name.as_str()) {
                 return Err(MemoryError::invalid(
                     field,
-                    format!("a memory strategy named `{}` already exists in this memory", strategy.name),
+                    format!(
+                        "a memory strategy named `{}` already exists in this memory",
+                        strategy.name
+                    ),
                 ));
             }
         }
@@ -174,7 +177,10 @@ impl MemoryService {
         let optional = [
             ("description", input.description.map(Value::String)),
             ("encryptionKeyArn", input.encryption_key_arn.map(Value::String)),
-            ("memoryExecutionRoleArn", input.memory_execution_role_arn.map(Value::String)),
+            (
+                "memoryExecutionRoleArn",
+                input.memory_execution_role_arn.map(Value::String),
+            ),
             ("indexedKeys", input.indexed_keys.map(Value::Array)),
             ("namespaceKeys", input.namespace_keys.map(Value::Array)),
             ("streamDeliveryResources", input.stream_delivery_resources),
@@ -189,7 +195,16 @@ impl MemoryService {
             .memory_strategies
             .iter()
             .enumerate()
-            .map(|(i, s)| Self::new_strategy_row(&memory_id, i as i64, s, &namespace_keys, &format!("memoryStrategies[{i}]"), now))
+            .map(|(i, s)| {
+                Self::new_strategy_row(
+                    &memory_id,
+                    i as i64,
+                    s,
+                    &namespace_keys,
+                    &format!("memoryStrategies[{i}]"),
+                    now,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Self::check_unique_strategy_names(&strategies, "memoryStrategies")?;
         let row = MemoryRow {
@@ -258,16 +273,27 @@ impl MemoryService {
             row.attributes.insert("streamDeliveryResources".into(), resources);
         }
         if let Some(new_keys) = input.add_indexed_keys {
-            let mut keys = row.attributes.get("indexedKeys").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut keys = row
+                .attributes
+                .get("indexedKeys")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for key in new_keys {
                 let name = key.get("key").cloned();
                 if keys.iter().any(|k| k.get("key") == name.as_ref()) {
-                    return Err(MemoryError::invalid("addIndexedKeys", format!("indexed key {} already exists", name.unwrap_or_default())));
+                    return Err(MemoryError::invalid(
+                        "addIndexedKeys",
+                        format!("indexed key {} already exists", name.unwrap_or_default()),
+                    ));
                 }
                 keys.push(key);
             }
             if keys.len() > 10 {
-                return Err(MemoryError::invalid("addIndexedKeys", "a memory has at most 10 indexed keys"));
+                return Err(MemoryError::invalid(
+                    "addIndexedKeys",
+                    "a memory has at most 10 indexed keys",
+                ));
             }
             row.attributes.insert("indexedKeys".into(), Value::Array(keys));
         }
@@ -279,27 +305,40 @@ impl MemoryService {
             let strategy = strategies
                 .iter_mut()
                 .find(|s| s.strategy_id == delete.memory_strategy_id && s.status != DELETING)
-                .ok_or_else(|| MemoryError::invalid(&field, format!("memory strategy `{}` not found", delete.memory_strategy_id)))?;
+                .ok_or_else(|| {
+                    MemoryError::invalid(
+                        &field,
+                        format!("memory strategy `{}` not found", delete.memory_strategy_id),
+                    )
+                })?;
             strategy.status = DELETING.to_string();
             strategy.updated_at = now;
             db::update_strategy(&mut tx, strategy).await?;
         }
         for (i, modification) in changes.modify_memory_strategies.iter().enumerate() {
             let field = format!("memoryStrategies.modifyMemoryStrategies[{i}]");
-            let id = modification.get("memoryStrategyId").and_then(Value::as_str).unwrap_or_default();
+            let id = modification
+                .get("memoryStrategyId")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let strategy = strategies
                 .iter_mut()
                 .find(|s| s.strategy_id == id && s.status != DELETING)
-                .ok_or_else(|| MemoryError::invalid(format!("{field}.memoryStrategyId"), format!("memory strategy `{id}` not found")))?;
+                .ok_or_else(|| {
+                    MemoryError::invalid(
+                        format!("{field}.memoryStrategyId"),
+                        format!("memory strategy `{id}` not found"),
+                    )
+                })?;
             strategies::apply_modification(&mut strategy.definition, modification, &namespace_keys, &field)?;
             strategy.updated_at = now;
             db::update_strategy(&mut tx, strategy).await?;
         }
-        let mut position = strategies.iter().map(|s| s.position + 1).max().unwrap_or(0);
+        let first_position = strategies.iter().map(|s| s.position + 1).max().unwrap_or(0);
         for (i, add) in changes.add_memory_strategies.iter().enumerate() {
             let field = format!("memoryStrategies.addMemoryStrategies[{i}]");
+            let position = first_position + i as i64;
             let strategy = Self::new_strategy_row(&row.memory_id, position, add, &namespace_keys, &field, now)?;
-            position += 1;
             strategies.push(strategy);
             Self::check_unique_strategy_names(&strategies, &field)?;
             db::insert_strategy(&mut tx, strategies.last().expect("invariant: just pushed")).await?;
@@ -340,7 +379,9 @@ impl MemoryService {
     pub async fn list_memories(&self, caller: &Caller, input: ListMemoriesInput) -> Result<ListMemoriesOutput> {
         let limit = page_size(input.max_results);
         let after = match &input.next_token {
-            Some(token) => Some(PageToken::<(i64, String)>::decode("memories", token).map_err(|_| MemoryError::BadToken)?),
+            Some(token) => {
+                Some(PageToken::<(i64, String)>::decode("memories", token).map_err(|_| MemoryError::BadToken)?)
+            }
             None => None,
         };
         let mut rows = db::list_memories(&self.store, caller.account.as_str(), after, limit + 1).await?;
@@ -366,7 +407,9 @@ impl MemoryService {
 
     /// Whether `memory_id` is a memory of `account` (for tags and resource policies).
     pub async fn exists(&self, account: &str, memory_id: &str) -> Result<bool> {
-        Ok(db::memory(&self.store, account, memory_id).await?.is_some_and(|m| m.status != DELETING))
+        Ok(db::memory(&self.store, account, memory_id)
+            .await?
+            .is_some_and(|m| m.status != DELETING))
     }
 
     /// Job: finishes a create or update. Idempotent.
@@ -374,7 +417,9 @@ impl MemoryService {
         let memory_id = payload.get("memoryId").and_then(Value::as_str).unwrap_or_default();
         let now = self.store.now();
         let mut tx = self.store.begin().await?;
-        let Some(mut row) = db::memory_for_update(&mut tx, memory_id).await? else { return Ok(()) };
+        let Some(mut row) = db::memory_for_update(&mut tx, memory_id).await? else {
+            return Ok(());
+        };
         if row.status == DELETING {
             return Ok(());
         }
@@ -432,8 +477,9 @@ impl MemoryService {
 
     pub async fn create_event(&self, caller: &Caller, input: CreateEventInput) -> Result<EventOutput> {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
-        let event_time = Timestamp::from_epoch_seconds(input.event_timestamp)
-            .ok_or_else(|| MemoryError::invalid("eventTimestamp", "eventTimestamp must be a time between 1970 and 9999"))?;
+        let event_time = Timestamp::from_epoch_seconds(input.event_timestamp).ok_or_else(|| {
+            MemoryError::invalid("eventTimestamp", "eventTimestamp must be a time between 1970 and 9999")
+        })?;
         let session_id = input.session_id.unwrap_or_else(|| ids::random_alphanumeric(32));
         let metadata: Vec<(String, String)> = input
             .metadata
@@ -444,7 +490,8 @@ impl MemoryService {
         let mut tx = self.store.begin().await?;
         let (branch_name, root_event_id) = match input.branch {
             Some(branch) if branch.name != "main" => {
-                let existing = db::branch_root(&mut tx, &memory.memory_id, &input.actor_id, &session_id, &branch.name).await?;
+                let existing =
+                    db::branch_root(&mut tx, &memory.memory_id, &input.actor_id, &session_id, &branch.name).await?;
                 let root = match (existing, branch.root_event_id) {
                     (Some(existing), Some(given)) if existing.as_deref() != Some(given.as_str()) => {
                         return Err(MemoryError::invalid(
@@ -495,9 +542,15 @@ impl MemoryService {
 
     pub async fn get_event(&self, caller: &Caller, input: EventKeyInput) -> Result<EventOutput> {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
-        let row = db::event(&self.store, &memory.memory_id, &input.actor_id, &input.session_id, &input.event_id)
-            .await?
-            .ok_or(MemoryError::EventNotFound(input.event_id))?;
+        let row = db::event(
+            &self.store,
+            &memory.memory_id,
+            &input.actor_id,
+            &input.session_id,
+            &input.event_id,
+        )
+        .await?
+        .ok_or(MemoryError::EventNotFound(input.event_id))?;
         Ok(EventOutput {
             event: Self::event_output(row)?,
         })
@@ -506,7 +559,14 @@ impl MemoryService {
     pub async fn delete_event(&self, caller: &Caller, input: EventKeyInput) -> Result<DeleteEventOutput> {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
         let mut tx = self.store.begin().await?;
-        let deleted = db::delete_event(&mut tx, &memory.memory_id, &input.actor_id, &input.session_id, &input.event_id).await?;
+        let deleted = db::delete_event(
+            &mut tx,
+            &memory.memory_id,
+            &input.actor_id,
+            &input.session_id,
+            &input.event_id,
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         if !deleted {
             return Err(MemoryError::EventNotFound(input.event_id));
@@ -518,7 +578,13 @@ impl MemoryService {
 
     /// The branch scopes a branch filter selects: the branch itself and, when asked, each
     /// parent branch up to the event the child branched from.
-    async fn branch_scopes(&self, memory_id: &str, actor_id: &str, session_id: &str, filter: &BranchFilter) -> Result<Option<Vec<BranchScope>>> {
+    async fn branch_scopes(
+        &self,
+        memory_id: &str,
+        actor_id: &str,
+        session_id: &str,
+        filter: &BranchFilter,
+    ) -> Result<Option<Vec<BranchScope>>> {
         if filter.name == "main" {
             return Ok(Some(vec![BranchScope::Whole(None)]));
         }
@@ -532,7 +598,9 @@ impl MemoryService {
                 return Ok(None);
             };
             let Some(root) = root else { break };
-            let Some((time, seq, parent)) = db::event_position(&self.store, memory_id, actor_id, session_id, &root).await? else {
+            let Some((time, seq, parent)) =
+                db::event_position(&self.store, memory_id, actor_id, session_id, &root).await?
+            else {
                 break;
             };
             scopes.push(BranchScope::UpTo(parent.clone(), time, seq));
@@ -553,9 +621,17 @@ impl MemoryService {
         };
         let filter = input.filter.unwrap_or_default();
         let branches = match &filter.branch {
-            Some(branch) => match self.branch_scopes(&memory.memory_id, &input.actor_id, &input.session_id, branch).await? {
+            Some(branch) => match self
+                .branch_scopes(&memory.memory_id, &input.actor_id, &input.session_id, branch)
+                .await?
+            {
                 Some(scopes) => scopes,
-                None => return Ok(ListEventsOutput { events: Vec::new(), next_token: None }),
+                None => {
+                    return Ok(ListEventsOutput {
+                        events: Vec::new(),
+                        next_token: None,
+                    });
+                }
             },
             None => Vec::new(),
         };
@@ -624,11 +700,24 @@ impl MemoryService {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
         let limit = page_size(input.max_results);
         let before = match &input.next_token {
-            Some(token) => Some(PageToken::<(i64, String)>::decode("sessions", token).map_err(|_| MemoryError::BadToken)?),
+            Some(token) => {
+                Some(PageToken::<(i64, String)>::decode("sessions", token).map_err(|_| MemoryError::BadToken)?)
+            }
             None => None,
         };
-        let with_events = input.filter.and_then(|f| f.event_filter).is_some_and(|f| f == "HAS_EVENTS");
-        let mut sessions = db::list_sessions(&self.store, &memory.memory_id, &input.actor_id, before, with_events, limit + 1).await?;
+        let with_events = input
+            .filter
+            .and_then(|f| f.event_filter)
+            .is_some_and(|f| f == "HAS_EVENTS");
+        let mut sessions = db::list_sessions(
+            &self.store,
+            &memory.memory_id,
+            &input.actor_id,
+            before,
+            with_events,
+            limit + 1,
+        )
+        .await?;
         let next_token = (sessions.len() as i64 > limit).then(|| {
             sessions.truncate(limit as usize);
             let (id, at) = sessions.last().cloned().unwrap_or_default();

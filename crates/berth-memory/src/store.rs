@@ -96,7 +96,11 @@ fn event_row(row: &AnyRow, with_payload: bool) -> Result<EventRow> {
         event_time: row.try_get("event_time")?,
         branch_name: row.try_get("branch_name")?,
         root_event_id: row.try_get("root_event_id")?,
-        payload: if with_payload { row.try_get("payload")? } else { "[]".to_string() },
+        payload: if with_payload {
+            row.try_get("payload")?
+        } else {
+            "[]".to_string()
+        },
         metadata: row.try_get("metadata")?,
     })
 }
@@ -198,24 +202,38 @@ pub async fn memory(store: &Store, account_id: &str, memory_id: &str) -> Result<
 /// The same, inside a write transaction (for read-modify-write).
 pub async fn memory_for_update(tx: &mut Tx, memory_id: &str) -> Result<Option<MemoryRow>> {
     let sql = format!("SELECT {MEMORY_COLUMNS} FROM memories WHERE memory_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(memory_id).fetch_optional(&mut **tx).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(memory_id)
+        .fetch_optional(&mut **tx)
+        .await?;
     row.as_ref().map(memory_row).transpose()
 }
 
 pub async fn strategies(store: &Store, memory_id: &str) -> Result<Vec<StrategyRow>> {
     let sql = format!("SELECT {STRATEGY_COLUMNS} FROM memory_strategies WHERE memory_id = $1 ORDER BY position");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(memory_id).fetch_all(store.reader()).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(memory_id)
+        .fetch_all(store.reader())
+        .await?;
     rows.iter().map(strategy_row).collect()
 }
 
 pub async fn strategies_for_update(tx: &mut Tx, memory_id: &str) -> Result<Vec<StrategyRow>> {
     let sql = format!("SELECT {STRATEGY_COLUMNS} FROM memory_strategies WHERE memory_id = $1 ORDER BY position");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(memory_id).fetch_all(&mut **tx).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(memory_id)
+        .fetch_all(&mut **tx)
+        .await?;
     rows.iter().map(strategy_row).collect()
 }
 
 /// Memories of an account after the `(created_at, memory_id)` cursor, oldest first.
-pub async fn list_memories(store: &Store, account_id: &str, after: Option<(i64, String)>, limit: i64) -> Result<Vec<MemoryRow>> {
+pub async fn list_memories(
+    store: &Store,
+    account_id: &str,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<MemoryRow>> {
     let (after_time, after_id) = after.unwrap_or((i64::MIN, String::new()));
     let sql = format!(
         "SELECT {MEMORY_COLUMNS} FROM memories WHERE account_id = $1 \
@@ -287,7 +305,13 @@ pub async fn insert_event(tx: &mut Tx, e: &EventRow, metadata: &[(String, String
 }
 
 /// One event of a session, with its payload.
-pub async fn event(store: &Store, memory_id: &str, actor_id: &str, session_id: &str, event_id: &str) -> Result<Option<EventRow>> {
+pub async fn event(
+    store: &Store,
+    memory_id: &str,
+    actor_id: &str,
+    session_id: &str,
+    event_id: &str,
+) -> Result<Option<EventRow>> {
     let sql = format!(
         "SELECT {EVENT_COLUMNS}, payload FROM memory_events \
          WHERE memory_id = $1 AND event_id = $2 AND actor_id = $3 AND session_id = $4"
@@ -314,7 +338,13 @@ pub async fn event_in_memory(tx: &mut Tx, memory_id: &str, event_id: &str) -> Re
 }
 
 /// The root event id of a branch of a session, if the branch has events.
-pub async fn branch_root(tx: &mut Tx, memory_id: &str, actor_id: &str, session_id: &str, branch: &str) -> Result<Option<Option<String>>> {
+pub async fn branch_root(
+    tx: &mut Tx,
+    memory_id: &str,
+    actor_id: &str,
+    session_id: &str,
+    branch: &str,
+) -> Result<Option<Option<String>>> {
     let row = sqlx::query(
         "SELECT root_event_id FROM memory_events WHERE memory_id = $1 AND actor_id = $2 AND session_id = $3 AND branch_name = $4 \
          ORDER BY seq LIMIT 1",
@@ -329,7 +359,13 @@ pub async fn branch_root(tx: &mut Tx, memory_id: &str, actor_id: &str, session_i
 }
 
 /// Same as [`branch_root`] but outside a transaction, for reads.
-pub async fn branch_root_read(store: &Store, memory_id: &str, actor_id: &str, session_id: &str, branch: &str) -> Result<Option<Option<String>>> {
+pub async fn branch_root_read(
+    store: &Store,
+    memory_id: &str,
+    actor_id: &str,
+    session_id: &str,
+    branch: &str,
+) -> Result<Option<Option<String>>> {
     let row = sqlx::query(
         "SELECT root_event_id FROM memory_events WHERE memory_id = $1 AND actor_id = $2 AND session_id = $3 AND branch_name = $4 \
          ORDER BY seq LIMIT 1",
@@ -344,7 +380,13 @@ pub async fn branch_root_read(store: &Store, memory_id: &str, actor_id: &str, se
 }
 
 /// The `(event_time, seq, branch_name)` of an event of a session.
-pub async fn event_position(store: &Store, memory_id: &str, actor_id: &str, session_id: &str, event_id: &str) -> Result<Option<(i64, i64, Option<String>)>> {
+pub async fn event_position(
+    store: &Store,
+    memory_id: &str,
+    actor_id: &str,
+    session_id: &str,
+    event_id: &str,
+) -> Result<Option<(i64, i64, Option<String>)>> {
     let row = sqlx::query(
         "SELECT event_time, seq, branch_name FROM memory_events WHERE memory_id = $1 AND event_id = $2 AND actor_id = $3 AND session_id = $4",
     )
@@ -358,7 +400,13 @@ pub async fn event_position(store: &Store, memory_id: &str, actor_id: &str, sess
         .transpose()
 }
 
-pub async fn delete_event(tx: &mut Tx, memory_id: &str, actor_id: &str, session_id: &str, event_id: &str) -> Result<bool> {
+pub async fn delete_event(
+    tx: &mut Tx,
+    memory_id: &str,
+    actor_id: &str,
+    session_id: &str,
+    event_id: &str,
+) -> Result<bool> {
     sqlx::query(
         "DELETE FROM memory_event_metadata WHERE event_seq IN \
          (SELECT seq FROM memory_events WHERE memory_id = $1 AND event_id = $2 AND actor_id = $3 AND session_id = $4)",
@@ -369,13 +417,15 @@ pub async fn delete_event(tx: &mut Tx, memory_id: &str, actor_id: &str, session_
     .bind(session_id)
     .execute(&mut **tx)
     .await?;
-    let done = sqlx::query("DELETE FROM memory_events WHERE memory_id = $1 AND event_id = $2 AND actor_id = $3 AND session_id = $4")
-        .bind(memory_id)
-        .bind(event_id)
-        .bind(actor_id)
-        .bind(session_id)
-        .execute(&mut **tx)
-        .await?;
+    let done = sqlx::query(
+        "DELETE FROM memory_events WHERE memory_id = $1 AND event_id = $2 AND actor_id = $3 AND session_id = $4",
+    )
+    .bind(memory_id)
+    .bind(event_id)
+    .bind(actor_id)
+    .bind(session_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -437,7 +487,10 @@ pub async fn list_events(store: &Store, q: &EventQuery<'_>) -> Result<Vec<EventR
                 BranchScope::UpTo(b, t, s) => (b, Some((*t, *s))),
             };
             let mut clause = match branch {
-                Some(name) => format!("branch_name = {}", placeholder(Arg::Text(Some(name.clone())), &mut args)),
+                Some(name) => format!(
+                    "branch_name = {}",
+                    placeholder(Arg::Text(Some(name.clone())), &mut args)
+                ),
                 None => "branch_name IS NULL".to_string(),
             };
             if let Some((time, seq)) = upto {
@@ -474,7 +527,10 @@ pub async fn list_events(store: &Store, q: &EventQuery<'_>) -> Result<Vec<EventR
     let l = placeholder(Arg::Int(q.limit), &mut args);
     sql.push_str(&format!(" ORDER BY event_time DESC, seq DESC LIMIT {l}"));
 
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(q.memory_id).bind(q.actor_id).bind(q.session_id);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(q.memory_id)
+        .bind(q.actor_id)
+        .bind(q.session_id);
     for arg in args {
         query = match arg {
             Arg::Text(t) => query.bind(t),
@@ -543,10 +599,12 @@ pub async fn sweep_expired_events(store: &Store, now: i64) -> Result<u64> {
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let done = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM memory_events WHERE seq IN ({expired})")))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM memory_events WHERE seq IN ({expired})"
+    )))
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(done.rows_affected())
 }

@@ -31,7 +31,9 @@ pub fn template_variables(template: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = template;
     while let Some(start) = rest.find('{') {
-        let Some(len) = rest[start..].find('}') else { break };
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
         out.push(&rest[start + 1..start + len]);
         rest = &rest[start + len + 1..];
     }
@@ -95,14 +97,15 @@ fn wrap(section: Option<&Value>, outer: &str, inner: &str) -> Option<(String, Va
 /// The output `configuration` of a custom strategy's input `configuration` union, and the
 /// namespace to use when the input names none.
 fn custom_configuration(configuration: &Map<String, Value>) -> (Value, &'static str) {
-    let (key, value) = configuration.iter().next().map(|(k, v)| (k.as_str(), v)).unwrap_or(("", &Value::Null));
-    let extraction = |name: &str| {
-        wrap(value.get("extraction"), "customExtractionConfiguration", name)
-            .map(|(k, v)| json!({ k: v }))
-    };
+    let (key, value) = configuration
+        .iter()
+        .next()
+        .map(|(k, v)| (k.as_str(), v))
+        .unwrap_or(("", &Value::Null));
+    let extraction =
+        |name: &str| wrap(value.get("extraction"), "customExtractionConfiguration", name).map(|(k, v)| json!({ k: v }));
     let consolidation = |name: &str| {
-        wrap(value.get("consolidation"), "customConsolidationConfiguration", name)
-            .map(|(k, v)| json!({ k: v }))
+        wrap(value.get("consolidation"), "customConsolidationConfiguration", name).map(|(k, v)| json!({ k: v }))
     };
     let mut out = Map::new();
     let namespace = match key {
@@ -193,10 +196,18 @@ pub fn from_input(input: &Value, namespace_keys: &[String], field: &str) -> Resu
             }
         }
         other => {
-            return Err(MemoryError::invalid(field, format!("unknown memory strategy type `{other}`")));
+            return Err(MemoryError::invalid(
+                field,
+                format!("unknown memory strategy type `{other}`"),
+            ));
         }
     };
-    let templates = namespaces(&body, default_namespace, namespace_keys, &format!("{field}.namespaceTemplates"))?;
+    let templates = namespaces(
+        &body,
+        default_namespace,
+        namespace_keys,
+        &format!("{field}.namespaceTemplates"),
+    )?;
     set_namespaces(&mut definition, templates);
     Ok(NewStrategy {
         name,
@@ -259,7 +270,12 @@ mod tests {
         assert_eq!(strategy.strategy_type, "SEMANTIC");
         assert_eq!(strategy.definition["namespaceTemplates"], json!([ACTOR_NAMESPACE]));
         assert_eq!(strategy.definition["namespaces"], json!([ACTOR_NAMESPACE]));
-        let summary = from_input(&json!({"summaryMemoryStrategy": {"name": "s", "namespaces": ["/x/{sessionId}"]}}), &[], "s").unwrap();
+        let summary = from_input(
+            &json!({"summaryMemoryStrategy": {"name": "s", "namespaces": ["/x/{sessionId}"]}}),
+            &[],
+            "s",
+        )
+        .unwrap();
         assert_eq!(summary.definition["namespaceTemplates"], json!(["/x/{sessionId}"]));
     }
 
@@ -290,7 +306,9 @@ mod tests {
 
     #[test]
     fn modifications_replace_sections() {
-        let mut definition = from_input(&json!({"semanticMemoryStrategy": {"name": "f"}}), &[], "s").unwrap().definition;
+        let mut definition = from_input(&json!({"semanticMemoryStrategy": {"name": "f"}}), &[], "s")
+            .unwrap()
+            .definition;
         let change = json!({"memoryStrategyId": "f-AbCdEfGhIj", "description": "d", "namespaceTemplates": ["/n/{actorId}"],
                             "recordExpirySpecification": {"recordExpiryDurationDays": 40}});
         apply_modification(&mut definition, change.as_object().unwrap(), &[], "m").unwrap();

@@ -23,7 +23,11 @@ const ERROR_TYPE: &str = "x-amzn-errortype";
 const MAX_PRESIGN_SECONDS: u64 = 7 * 24 * 60 * 60;
 
 fn json_response(status: StatusCode, request_id: &str, body: Vec<u8>) -> Response {
-    let mut response = Response::new(if status == StatusCode::NO_CONTENT { Body::empty() } else { Body::from(body) });
+    let mut response = Response::new(if status == StatusCode::NO_CONTENT {
+        Body::empty()
+    } else {
+        Body::from(body)
+    });
     *response.status_mut() = status;
     let headers = response.headers_mut();
     if status != StatusCode::NO_CONTENT {
@@ -46,7 +50,13 @@ pub fn error_response(error: &AwsError, request_id: &str) -> Response {
 }
 
 /// The operation's error for `kind`, with internal details kept out of the message.
-fn operation_error(model: &ServiceModel, operation: &Operation, kind: &ErrorKind, message: &str, request_id: &str) -> AwsError {
+fn operation_error(
+    model: &ServiceModel,
+    operation: &Operation,
+    kind: &ErrorKind,
+    message: &str,
+    request_id: &str,
+) -> AwsError {
     if *kind == ErrorKind::Internal {
         tracing::error!(request_id, operation = %operation.name, error = message, "internal error");
         let message = format!("internal error; request id {request_id}");
@@ -124,7 +134,10 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
                 RouteError::MethodNotAllowed => ("UnknownOperationException", 405),
                 RouteError::BadEncoding => ("ValidationException", 400),
             };
-            return error_response(&AwsError::new(shape, status, format!("{method} {raw_path}: {error}")), &request_id);
+            return error_response(
+                &AwsError::new(shape, status, format!("{method} {raw_path}: {error}")),
+                &request_id,
+            );
         }
     };
     let operation = found.operation;
@@ -151,12 +164,27 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
     );
     let input = match bound {
         Ok(bound) => bound.input,
-        Err(kind) => return error_response(&operation_error(model, operation, &kind, "", &request_id), &request_id),
+        Err(kind) => {
+            return error_response(&operation_error(model, operation, &kind, "", &request_id), &request_id);
+        }
     };
-    run(&state, found.plane, model, operation, handler, caller, input, &request_id).await
+    run(
+        &state,
+        found.plane,
+        model,
+        operation,
+        handler,
+        caller,
+        input,
+        &request_id,
+    )
+    .await
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are the dispatch context")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces are the dispatch context"
+)]
 async fn run(
     state: &AppState,
     plane: Plane,
@@ -170,14 +198,20 @@ async fn run(
     let store = &state.inner.store;
     let success = StatusCode::from_u16(operation.success_code()).unwrap_or(StatusCode::OK);
     let token_name = token_member(model, operation);
-    let token = token_name.and_then(|name| input.get(name)).and_then(Value::as_str).map(str::to_string);
+    let token = token_name
+        .and_then(|name| input.get(name))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let operation_key = format!("{plane:?}:{}", operation.name);
     let account = caller.account.to_string();
 
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return match handler(caller, input).await {
             Ok(body) => json_response(success, request_id, body),
-            Err(e) => error_response(&operation_error(model, operation, &e.kind, &e.message, request_id), request_id),
+            Err(e) => error_response(
+                &operation_error(model, operation, &e.kind, &e.message, request_id),
+                request_id,
+            ),
         };
     };
     let key = TokenKey {
@@ -190,9 +224,15 @@ async fn run(
         object.remove(name);
     }
     let internal = |message: String| {
-        error_response(&operation_error(model, operation, &ErrorKind::Internal, &message, request_id), request_id)
+        error_response(
+            &operation_error(model, operation, &ErrorKind::Internal, &message, request_id),
+            request_id,
+        )
     };
-    match store.idempotency_reserve(&key, &idempotency::request_hash(&without_token)).await {
+    match store
+        .idempotency_reserve(&key, &idempotency::request_hash(&without_token))
+        .await
+    {
         Err(e) => return internal(e.to_string()),
         Ok(Reservation::Replay { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(success);
@@ -204,7 +244,10 @@ async fn run(
                 fields: vec![],
             };
             let message = "the client token was already used with different request parameters";
-            return error_response(&operation_error(model, operation, &kind, message, request_id), request_id);
+            return error_response(
+                &operation_error(model, operation, &kind, message, request_id),
+                request_id,
+            );
         }
         Ok(Reservation::InProgress) => {
             let message = "a request with this client token is still in progress";
@@ -227,7 +270,10 @@ async fn run(
             if let Err(release) = store.idempotency_release(&key).await {
                 tracing::error!(error = %release, "could not release a client token");
             }
-            error_response(&operation_error(model, operation, &e.kind, &e.message, request_id), request_id)
+            error_response(
+                &operation_error(model, operation, &e.kind, &e.message, request_id),
+                request_id,
+            )
         }
     }
 }

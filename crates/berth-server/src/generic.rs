@@ -97,7 +97,11 @@ impl Generic {
                 .map_err(|e| GenericError::Lookup(e.to_string()))?,
             _ => false,
         };
-        if exists { Ok(parsed.to_string()) } else { Err(not_found()) }
+        if exists {
+            Ok(parsed.to_string())
+        } else {
+            Err(not_found())
+        }
     }
 
     pub async fn tag_resource(&self, caller: &Caller, input: TagResourceInput) -> Result<Empty, GenericError> {
@@ -112,26 +116,46 @@ impl Generic {
         Ok(Empty {})
     }
 
-    pub async fn list_tags_for_resource(&self, caller: &Caller, input: ResourceArnInput) -> Result<TagsOutput, GenericError> {
+    pub async fn list_tags_for_resource(
+        &self,
+        caller: &Caller,
+        input: ResourceArnInput,
+    ) -> Result<TagsOutput, GenericError> {
         let arn = self.resource(caller, &input.resource_arn).await?;
         Ok(TagsOutput {
             tags: self.store.tags(&arn).await?,
         })
     }
 
-    pub async fn put_resource_policy(&self, caller: &Caller, input: PutResourcePolicyInput) -> Result<PolicyOutput, GenericError> {
+    pub async fn put_resource_policy(
+        &self,
+        caller: &Caller,
+        input: PutResourcePolicyInput,
+    ) -> Result<PolicyOutput, GenericError> {
         let arn = self.resource(caller, &input.resource_arn).await?;
         self.store.put_resource_policy(&arn, &input.policy).await?;
         Ok(PolicyOutput { policy: input.policy })
     }
 
-    pub async fn get_resource_policy(&self, caller: &Caller, input: ResourceArnInput) -> Result<PolicyOutput, GenericError> {
+    pub async fn get_resource_policy(
+        &self,
+        caller: &Caller,
+        input: ResourceArnInput,
+    ) -> Result<PolicyOutput, GenericError> {
         let arn = self.resource(caller, &input.resource_arn).await?;
-        let policy = self.store.resource_policy(&arn).await?.ok_or(GenericError::NoPolicy(arn))?;
+        let policy = self
+            .store
+            .resource_policy(&arn)
+            .await?
+            .ok_or(GenericError::NoPolicy(arn))?;
         Ok(PolicyOutput { policy })
     }
 
-    pub async fn delete_resource_policy(&self, caller: &Caller, input: ResourceArnInput) -> Result<Empty, GenericError> {
+    pub async fn delete_resource_policy(
+        &self,
+        caller: &Caller,
+        input: ResourceArnInput,
+    ) -> Result<Empty, GenericError> {
         let arn = self.resource(caller, &input.resource_arn).await?;
         if self.store.delete_resource_policy(&arn).await? {
             Ok(Empty {})

@@ -85,7 +85,11 @@ impl AppState {
 pub async fn health(State(state): State<AppState>) -> (http::StatusCode, Json<Value>) {
     let store = &state.inner.store;
     let database = store.ping().await.is_ok();
-    let status = if database { http::StatusCode::OK } else { http::StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(json!({

@@ -89,24 +89,28 @@ impl Store {
     }
 
     pub async fn idempotency_complete(&self, key: &TokenKey<'_>, status: u16, body: &str) -> Result<()> {
-        sqlx::query("UPDATE idempotency SET status = $1, response = $2 WHERE account_id = $3 AND operation = $4 AND token = $5")
-            .bind(i64::from(status))
-            .bind(body)
-            .bind(key.account_id)
-            .bind(key.operation)
-            .bind(key.token)
-            .execute(&self.writer)
-            .await?;
+        sqlx::query(
+            "UPDATE idempotency SET status = $1, response = $2 WHERE account_id = $3 AND operation = $4 AND token = $5",
+        )
+        .bind(i64::from(status))
+        .bind(body)
+        .bind(key.account_id)
+        .bind(key.operation)
+        .bind(key.token)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
     pub async fn idempotency_release(&self, key: &TokenKey<'_>) -> Result<()> {
-        sqlx::query("DELETE FROM idempotency WHERE account_id = $1 AND operation = $2 AND token = $3 AND status IS NULL")
-            .bind(key.account_id)
-            .bind(key.operation)
-            .bind(key.token)
-            .execute(&self.writer)
-            .await?;
+        sqlx::query(
+            "DELETE FROM idempotency WHERE account_id = $1 AND operation = $2 AND token = $3 AND status IS NULL",
+        )
+        .bind(key.account_id)
+        .bind(key.operation)
+        .bind(key.token)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 

@@ -32,7 +32,12 @@ pub struct Job {
 }
 
 /// Adds a job in the caller's transaction, due at `run_at` (milliseconds).
-pub async fn enqueue(tx: &mut Transaction<'static, Any>, kind: &str, payload: &serde_json::Value, run_at: i64) -> Result<()> {
+pub async fn enqueue(
+    tx: &mut Transaction<'static, Any>,
+    kind: &str,
+    payload: &serde_json::Value,
+    run_at: i64,
+) -> Result<()> {
     sqlx::query("INSERT INTO jobs (kind, payload, run_at, attempts, created_at) VALUES ($1, $2, $3, 0, $4)")
         .bind(kind)
         .bind(payload.to_string())
@@ -70,7 +75,10 @@ impl Store {
 
     /// Removes a finished job.
     pub async fn complete_job(&self, id: i64) -> Result<()> {
-        sqlx::query("DELETE FROM jobs WHERE id = $1").bind(id).execute(&self.writer).await?;
+        sqlx::query("DELETE FROM jobs WHERE id = $1")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 

@@ -145,10 +145,9 @@ impl Store {
 
     /// The latest migration version applied, for `berth doctor`.
     pub async fn schema_version(&self) -> Result<i64> {
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_one(&self.reader)
-                .await?;
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&self.reader)
+            .await?;
         Ok(version.unwrap_or(0))
     }
 
@@ -189,7 +188,10 @@ impl Store {
 
 /// A `$1, $2, …` placeholder list starting at `first`, for `IN (…)` clauses.
 pub fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Fresh stores for tests: a temporary SQLite file always, and a fresh PostgreSQL database when

@@ -57,7 +57,10 @@ pub async fn insert_tags(tx: &mut Transaction<'static, Any>, arn: &str, tags: &B
 
 /// Removes every tag and the resource policy of a deleted resource, in the caller's transaction.
 pub async fn forget_resource(tx: &mut Transaction<'static, Any>, arn: &str) -> Result<()> {
-    sqlx::query("DELETE FROM tags WHERE resource_arn = $1").bind(arn).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM tags WHERE resource_arn = $1")
+        .bind(arn)
+        .execute(&mut **tx)
+        .await?;
     sqlx::query("DELETE FROM resource_policies WHERE resource_arn = $1")
         .bind(arn)
         .execute(&mut **tx)

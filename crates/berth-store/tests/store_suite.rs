@@ -16,7 +16,11 @@ fn clock() -> ManualClock {
 #[tokio::test]
 async fn migrations_apply_and_report_their_version() {
     for test in stores(Arc::new(clock())).await {
-        assert!(test.store.schema_version().await.unwrap() >= 2, "{:?}", test.store.backend());
+        assert!(
+            test.store.schema_version().await.unwrap() >= 2,
+            "{:?}",
+            test.store.backend()
+        );
         test.store.ping().await.unwrap();
     }
 }
@@ -26,17 +30,33 @@ async fn idempotency_replays_refuses_mismatches_and_releases_failures() {
     let clock = clock();
     for test in stores(Arc::new(clock.clone())).await {
         let store = &test.store;
-        let key = TokenKey { account_id: "123456789012", operation: "CreateMemory", token: "t-1" };
+        let key = TokenKey {
+            account_id: "123456789012",
+            operation: "CreateMemory",
+            token: "t-1",
+        };
         assert_eq!(store.idempotency_reserve(&key, "h1").await.unwrap(), Reservation::New);
-        assert_eq!(store.idempotency_reserve(&key, "h1").await.unwrap(), Reservation::InProgress);
+        assert_eq!(
+            store.idempotency_reserve(&key, "h1").await.unwrap(),
+            Reservation::InProgress
+        );
         store.idempotency_complete(&key, 202, "{\"ok\":1}").await.unwrap();
         assert_eq!(
             store.idempotency_reserve(&key, "h1").await.unwrap(),
-            Reservation::Replay { status: 202, body: "{\"ok\":1}".into() }
+            Reservation::Replay {
+                status: 202,
+                body: "{\"ok\":1}".into()
+            }
         );
-        assert_eq!(store.idempotency_reserve(&key, "h2").await.unwrap(), Reservation::Mismatch);
+        assert_eq!(
+            store.idempotency_reserve(&key, "h2").await.unwrap(),
+            Reservation::Mismatch
+        );
 
-        let other = TokenKey { token: "t-2", ..key.clone() };
+        let other = TokenKey {
+            token: "t-2",
+            ..key.clone()
+        };
         assert_eq!(store.idempotency_reserve(&other, "h1").await.unwrap(), Reservation::New);
         store.idempotency_release(&other).await.unwrap();
         assert_eq!(store.idempotency_reserve(&other, "h9").await.unwrap(), Reservation::New);
@@ -54,9 +74,18 @@ async fn tags_and_policies_round_trip() {
         let arn = "arn:aws:bedrock-agentcore:us-east-1:123456789012:memory/m-AbCdEfGhIj";
         let tags: BTreeMap<String, String> = [("a".into(), "1".into()), ("b".into(), "2".into())].into();
         store.tag_resource(arn, &tags).await.unwrap();
-        store.tag_resource(arn, &[("a".to_string(), "3".to_string())].into()).await.unwrap();
-        store.untag_resource(arn, &["b".into(), "missing".into()]).await.unwrap();
-        assert_eq!(store.tags(arn).await.unwrap(), [("a".to_string(), "3".to_string())].into());
+        store
+            .tag_resource(arn, &[("a".to_string(), "3".to_string())].into())
+            .await
+            .unwrap();
+        store
+            .untag_resource(arn, &["b".into(), "missing".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.tags(arn).await.unwrap(),
+            [("a".to_string(), "3".to_string())].into()
+        );
 
         assert_eq!(store.resource_policy(arn).await.unwrap(), None);
         store.put_resource_policy(arn, "{\"v\":1}").await.unwrap();
@@ -73,8 +102,12 @@ async fn jobs_run_retry_with_backoff_and_survive_a_crashed_worker() {
     for test in stores(Arc::new(clock.clone())).await {
         let store = test.store.clone();
         let mut tx = store.begin().await.unwrap();
-        jobs::enqueue(&mut tx, "flaky", &serde_json::json!({"n": 1}), store.now()).await.unwrap();
-        jobs::enqueue(&mut tx, "ok", &serde_json::json!({}), store.now()).await.unwrap();
+        jobs::enqueue(&mut tx, "flaky", &serde_json::json!({"n": 1}), store.now())
+            .await
+            .unwrap();
+        jobs::enqueue(&mut tx, "ok", &serde_json::json!({}), store.now())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
 
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -84,7 +117,13 @@ async fn jobs_run_retry_with_backoff_and_survive_a_crashed_worker() {
             "flaky",
             Arc::new(move |_| {
                 let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Box::pin(async move { if n == 0 { Err("first try fails".to_string()) } else { Ok(()) } })
+                Box::pin(async move {
+                    if n == 0 {
+                        Err("first try fails".to_string())
+                    } else {
+                        Ok(())
+                    }
+                })
             }),
         );
         worker.register("ok", Arc::new(|_| Box::pin(async { Ok(()) })));
@@ -101,7 +140,9 @@ async fn jobs_run_retry_with_backoff_and_survive_a_crashed_worker() {
 
         // A worker that claims a job and dies leaves it leased; it runs again after the lease.
         let mut tx = store.begin().await.unwrap();
-        jobs::enqueue(&mut tx, "ok", &serde_json::json!({}), store.now()).await.unwrap();
+        jobs::enqueue(&mut tx, "ok", &serde_json::json!({}), store.now())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         assert!(store.claim_job().await.unwrap().is_some());
         assert_eq!(worker.run_due().await.unwrap(), 0);

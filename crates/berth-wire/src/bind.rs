@@ -41,7 +41,11 @@ pub struct BoundInput {
 
 /// Binds and validates `request` as the input of `operation`. On failure the error kind is a
 /// `Validation` with every failing field in `fields`.
-pub fn bind_request(model: &ServiceModel, operation: &Operation, request: RawRequest<'_>) -> Result<BoundInput, ErrorKind> {
+pub fn bind_request(
+    model: &ServiceModel,
+    operation: &Operation,
+    request: RawRequest<'_>,
+) -> Result<BoundInput, ErrorKind> {
     let Some(input_ref) = &operation.input else {
         return Ok(BoundInput {
             input: Value::Object(Map::new()),
@@ -139,7 +143,10 @@ pub fn bind_request(model: &ServiceModel, operation: &Operation, request: RawReq
 fn cannot_parse(error: &serde_json::Error) -> ErrorKind {
     ErrorKind::Validation {
         reason: ErrorKind::REASON_CANNOT_PARSE,
-        fields: vec![FieldError::new("body", format!("the request body is not valid JSON: {error}"))],
+        fields: vec![FieldError::new(
+            "body",
+            format!("the request body is not valid JSON: {error}"),
+        )],
     }
 }
 
@@ -204,7 +211,11 @@ fn pattern(source: &str) -> Option<Arc<fancy_regex::Regex>> {
 }
 
 fn join(path: &str, name: &str) -> String {
-    if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
 }
 
 fn type_name(kind: ShapeType) -> &'static str {
@@ -225,18 +236,31 @@ fn check_length(shape: &Shape, length: usize, what: &str, path: &str, errors: &m
     if let Some(min) = shape.min
         && (length as f64) < min
     {
-        errors.push(FieldError::new(path, format!("Member must have {what} greater than or equal to {min}")));
+        errors.push(FieldError::new(
+            path,
+            format!("Member must have {what} greater than or equal to {min}"),
+        ));
     }
     if let Some(max) = shape.max
         && (length as f64) > max
     {
-        errors.push(FieldError::new(path, format!("Member must have {what} less than or equal to {max}")));
+        errors.push(FieldError::new(
+            path,
+            format!("Member must have {what} less than or equal to {max}"),
+        ));
     }
 }
 
 /// Validates `value` against `shape`, recording every failure under its member path. Nulls in
 /// the body are treated as absent, as AWS does.
-pub fn validate(model: &ServiceModel, shape: &Shape, value: &mut Value, path: &str, errors: &mut Vec<FieldError>, top: bool) {
+pub fn validate(
+    model: &ServiceModel,
+    shape: &Shape,
+    value: &mut Value,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+    top: bool,
+) {
     let resolve = |name: &str| {
         model
             .shape(name)
@@ -244,12 +268,17 @@ pub fn validate(model: &ServiceModel, shape: &Shape, value: &mut Value, path: &s
     };
     let wrong_type = |errors: &mut Vec<FieldError>| {
         let field = if path.is_empty() { "body" } else { path };
-        errors.push(FieldError::new(field, format!("Member must be {}", type_name(shape.kind))));
+        errors.push(FieldError::new(
+            field,
+            format!("Member must be {}", type_name(shape.kind)),
+        ));
     };
     match shape.kind {
         ShapeType::Structure if shape.document => {}
         ShapeType::Structure => {
-            let Value::Object(object) = value else { return wrong_type(errors) };
+            let Value::Object(object) = value else {
+                return wrong_type(errors);
+            };
             object.retain(|_, v| !v.is_null());
             if shape.union && !top {
                 let set: Vec<&String> = object.keys().filter(|k| shape.members.contains_key(*k)).collect();
@@ -274,7 +303,9 @@ pub fn validate(model: &ServiceModel, shape: &Shape, value: &mut Value, path: &s
             }
         }
         ShapeType::List => {
-            let Value::Array(items) = value else { return wrong_type(errors) };
+            let Value::Array(items) = value else {
+                return wrong_type(errors);
+            };
             check_length(shape, items.len(), "length", path, errors);
             if let Some(member) = &shape.member {
                 let member = resolve(&member.shape);
@@ -284,7 +315,9 @@ pub fn validate(model: &ServiceModel, shape: &Shape, value: &mut Value, path: &s
             }
         }
         ShapeType::Map => {
-            let Value::Object(entries) = value else { return wrong_type(errors) };
+            let Value::Object(entries) = value else {
+                return wrong_type(errors);
+            };
             check_length(shape, entries.len(), "length", path, errors);
             let key_shape = shape.key.as_ref().map(|k| resolve(&k.shape));
             let value_shape = shape.value.as_ref().map(|v| resolve(&v.shape));
@@ -300,7 +333,9 @@ pub fn validate(model: &ServiceModel, shape: &Shape, value: &mut Value, path: &s
             }
         }
         ShapeType::String => {
-            let Value::String(text) = value else { return wrong_type(errors) };
+            let Value::String(text) = value else {
+                return wrong_type(errors);
+            };
             check_length(shape, text.chars().count(), "length", path, errors);
             if !shape.enum_values.is_empty() && !shape.enum_values.iter().any(|e| e == text) {
                 errors.push(FieldError::new(
@@ -318,11 +353,15 @@ pub fn validate(model: &ServiceModel, shape: &Shape, value: &mut Value, path: &s
             }
         }
         ShapeType::Integer | ShapeType::Long => {
-            let Some(number) = value.as_i64() else { return wrong_type(errors) };
+            let Some(number) = value.as_i64() else {
+                return wrong_type(errors);
+            };
             check_range(shape, number as f64, path, errors);
         }
         ShapeType::Float | ShapeType::Double => {
-            let Some(number) = value.as_f64() else { return wrong_type(errors) };
+            let Some(number) = value.as_f64() else {
+                return wrong_type(errors);
+            };
             check_range(shape, number, path, errors);
         }
         ShapeType::Boolean => {
@@ -343,7 +382,9 @@ pub fn validate(model: &ServiceModel, shape: &Shape, value: &mut Value, path: &s
             }
         }
         ShapeType::Blob => {
-            let Value::String(encoded) = value else { return wrong_type(errors) };
+            let Value::String(encoded) = value else {
+                return wrong_type(errors);
+            };
             match STANDARD.decode(encoded.as_bytes()) {
                 Ok(bytes) => check_length(shape, bytes.len(), "length", path, errors),
                 Err(_) => wrong_type(errors),
@@ -356,12 +397,18 @@ fn check_range(shape: &Shape, number: f64, path: &str, errors: &mut Vec<FieldErr
     if let Some(min) = shape.min
         && number < min
     {
-        errors.push(FieldError::new(path, format!("Member must have value greater than or equal to {min}")));
+        errors.push(FieldError::new(
+            path,
+            format!("Member must have value greater than or equal to {min}"),
+        ));
     }
     if let Some(max) = shape.max
         && number > max
     {
-        errors.push(FieldError::new(path, format!("Member must have value less than or equal to {max}")));
+        errors.push(FieldError::new(
+            path,
+            format!("Member must have value less than or equal to {max}"),
+        ));
     }
 }
 
@@ -443,9 +490,21 @@ mod tests {
         let names = field_names(bind("POST", "/memories/create", None, r#"{"name":5}"#).unwrap_err());
         assert_eq!(names, vec!["eventExpiryDuration", "name"]);
         let error = bind("POST", "/memories/create", None, "{not json").unwrap_err();
-        assert!(matches!(error, ErrorKind::Validation { reason: "CannotParse", .. }));
+        assert!(matches!(
+            error,
+            ErrorKind::Validation {
+                reason: "CannotParse",
+                ..
+            }
+        ));
         let error = bind("POST", "/memories/create", None, "[1,2]").unwrap_err();
-        assert!(matches!(error, ErrorKind::Validation { reason: "CannotParse", .. }));
+        assert!(matches!(
+            error,
+            ErrorKind::Validation {
+                reason: "CannotParse",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -51,7 +51,11 @@ impl AwsError {
     /// `ThrottlingException`/`InternalServerException`, as their models say.
     pub fn from_kind(model: &ServiceModel, operation: &Operation, kind: &ErrorKind, message: &str) -> Self {
         let pick = |preferred: &'static str, fallback: &'static str| {
-            if operation.has_error(preferred) { preferred } else { fallback }
+            if operation.has_error(preferred) {
+                preferred
+            } else {
+                fallback
+            }
         };
         let shape = match kind {
             ErrorKind::Validation { reason, fields } => {
@@ -102,20 +106,29 @@ mod tests {
         let control = &models().control;
         let create_memory = control.operation("CreateMemory").unwrap();
         let throttled = AwsError::from_kind(control, create_memory, &ErrorKind::Throttled, "slow down");
-        assert_eq!((throttled.shape.as_str(), throttled.status), ("ThrottledException", 429));
+        assert_eq!(
+            (throttled.shape.as_str(), throttled.status),
+            ("ThrottledException", 429)
+        );
         let internal = AwsError::from_kind(control, create_memory, &ErrorKind::Internal, "oops");
         assert_eq!((internal.shape.as_str(), internal.status), ("ServiceException", 500));
 
         let runtime = control.operation("CreateAgentRuntime").unwrap();
         let internal = AwsError::from_kind(control, runtime, &ErrorKind::Internal, "oops");
-        assert_eq!((internal.shape.as_str(), internal.status), ("InternalServerException", 500));
+        assert_eq!(
+            (internal.shape.as_str(), internal.status),
+            ("InternalServerException", 500)
+        );
         let quota = AwsError::from_kind(control, runtime, &ErrorKind::QuotaExceeded, "full");
         assert_eq!(quota.status, 402);
     }
 
     #[test]
     fn validation_errors_carry_reason_and_fields() {
-        let error = AwsError::validation("FieldValidationFailed", &[FieldError::new("name", "Member must not be null")]);
+        let error = AwsError::validation(
+            "FieldValidationFailed",
+            &[FieldError::new("name", "Member must not be null")],
+        );
         let body = error.body();
         assert_eq!(body["reason"], "FieldValidationFailed");
         assert_eq!(body["fieldList"][0]["name"], "name");

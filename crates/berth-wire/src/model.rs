@@ -152,8 +152,7 @@ pub struct Shape {
 
 impl ServiceModel {
     fn parse(text: &str, plane: Plane) -> ServiceModel {
-        let mut model: ServiceModel =
-            serde_json::from_str(text).expect("invariant: the embedded service model parses");
+        let mut model: ServiceModel = serde_json::from_str(text).expect("invariant: the embedded service model parses");
         model.plane = plane;
         model
     }
@@ -221,7 +220,12 @@ mod tests {
             }
             for op in model.operations.values() {
                 for r in op.input.iter().chain(op.output.iter()).chain(op.errors.iter()) {
-                    assert!(model.shape(&r.shape).is_some(), "{} refers to missing {}", op.name, r.shape);
+                    assert!(
+                        model.shape(&r.shape).is_some(),
+                        "{} refers to missing {}",
+                        op.name,
+                        r.shape
+                    );
                 }
             }
         }
@@ -231,6 +235,9 @@ mod tests {
     fn both_planes_sign_as_bedrock_agentcore() {
         assert_eq!(models().control.metadata.signing_name, "bedrock-agentcore");
         assert_eq!(models().data.metadata.signing_name, "bedrock-agentcore");
-        assert_eq!(models().control.operation("CreateMemory").map(|o| o.success_code()), Some(202));
+        assert_eq!(
+            models().control.operation("CreateMemory").map(|o| o.success_code()),
+            Some(202)
+        );
     }
 }

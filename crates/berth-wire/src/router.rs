@@ -84,7 +84,7 @@ impl Router {
         }
         // The most specific template wins: `/memories/create` before `/memories/{memoryId}`.
         for candidates in routes.values_mut() {
-            candidates.sort_by(|a, b| b.literal_count.cmp(&a.literal_count));
+            candidates.sort_by_key(|route| std::cmp::Reverse(route.literal_count));
         }
         Router { routes }
     }
@@ -102,7 +102,9 @@ impl Router {
         let other_method = self.routes.iter().any(|((m, n), candidates)| {
             m != method
                 && *n == parts.len()
-                && candidates.iter().any(|r| matches!(Self::matches(r, &parts), Ok(Some(_))))
+                && candidates
+                    .iter()
+                    .any(|r| matches!(Self::matches(r, &parts), Ok(Some(_))))
         });
         Err(if other_method {
             RouteError::MethodNotAllowed
@@ -181,11 +183,24 @@ mod tests {
     #[test]
     fn trailing_slash_is_optional_and_literals_win() {
         let router = router();
-        assert_eq!(router.route("POST", "/memories/").unwrap().operation.name, "ListMemories");
-        assert_eq!(router.route("POST", "/memories").unwrap().operation.name, "ListMemories");
-        assert_eq!(router.route("POST", "/memories/create").unwrap().operation.name, "CreateMemory");
         assert_eq!(
-            router.route("GET", "/memories/m-AbCdEfGhIj/details").unwrap().operation.name,
+            router.route("POST", "/memories/").unwrap().operation.name,
+            "ListMemories"
+        );
+        assert_eq!(
+            router.route("POST", "/memories").unwrap().operation.name,
+            "ListMemories"
+        );
+        assert_eq!(
+            router.route("POST", "/memories/create").unwrap().operation.name,
+            "CreateMemory"
+        );
+        assert_eq!(
+            router
+                .route("GET", "/memories/m-AbCdEfGhIj/details")
+                .unwrap()
+                .operation
+                .name,
             "GetMemory"
         );
     }
@@ -194,7 +209,10 @@ mod tests {
     fn unknown_paths_and_methods_are_told_apart() {
         let router = router();
         assert_eq!(router.route("GET", "/nothing/here").unwrap_err(), RouteError::NotFound);
-        assert_eq!(router.route("PATCH", "/memories/create").unwrap_err(), RouteError::MethodNotAllowed);
+        assert_eq!(
+            router.route("PATCH", "/memories/create").unwrap_err(),
+            RouteError::MethodNotAllowed
+        );
         assert_eq!(router.route("GET", "/tags/%FF").unwrap_err(), RouteError::BadEncoding);
     }
 }

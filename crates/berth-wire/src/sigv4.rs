@@ -108,9 +108,12 @@ fn incomplete(message: &str) -> AuthError {
 fn parse_credential(credential: &str) -> Result<(String, String, String, String), AuthError> {
     let parts: Vec<&str> = credential.split('/').collect();
     match parts.as_slice() {
-        [key, date, region, service, "aws4_request"] if !key.is_empty() && date.len() == 8 => {
-            Ok((key.to_string(), date.to_string(), region.to_string(), service.to_string()))
-        }
+        [key, date, region, service, "aws4_request"] if !key.is_empty() && date.len() == 8 => Ok((
+            key.to_string(),
+            date.to_string(),
+            region.to_string(),
+            service.to_string(),
+        )),
         _ => Err(incomplete(
             "Credential must have the form <key>/<date>/<region>/<service>/aws4_request.",
         )),
@@ -139,7 +142,10 @@ fn parse_header_form(authorization: &str, headers: &HeaderMap) -> Result<Signatu
         .ok_or_else(|| incomplete("Authorization header must use AWS4-HMAC-SHA256."))?;
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
     for part in rest.split(',') {
-        let (key, value) = part.trim().split_once('=').ok_or_else(|| incomplete("Authorization header is malformed."))?;
+        let (key, value) = part
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| incomplete("Authorization header is malformed."))?;
         match key {
             "Credential" => credential = Some(value),
             "SignedHeaders" => signed_headers = Some(value),
@@ -169,7 +175,9 @@ fn parse_header_form(authorization: &str, headers: &HeaderMap) -> Result<Signatu
 
 fn parse_query_form(query: &[(String, String)]) -> Result<Option<Signature>, AuthError> {
     let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let Some(algorithm) = get("X-Amz-Algorithm") else { return Ok(None) };
+    let Some(algorithm) = get("X-Amz-Algorithm") else {
+        return Ok(None);
+    };
     if algorithm != ALGORITHM {
         return Err(incomplete("X-Amz-Algorithm must be AWS4-HMAC-SHA256."));
     }
@@ -185,7 +193,9 @@ fn parse_query_form(query: &[(String, String)]) -> Result<Option<Signature>, Aut
         ));
     };
     let (access_key_id, scope_date, region, service) = parse_credential(credential)?;
-    let expires: u64 = expires.parse().map_err(|_| incomplete("X-Amz-Expires must be a number of seconds."))?;
+    let expires: u64 = expires
+        .parse()
+        .map_err(|_| incomplete("X-Amz-Expires must be a number of seconds."))?;
     Ok(Some(Signature {
         access_key_id,
         scope_date,
@@ -220,10 +230,19 @@ fn canonical_query(query: &[(String, String)], skip_signature: bool) -> String {
     let mut pairs: Vec<(String, String)> = query
         .iter()
         .filter(|(k, _)| !(skip_signature && k == "X-Amz-Signature"))
-        .map(|(k, v)| (utf8_percent_encode(k, AWS_ENCODE).to_string(), utf8_percent_encode(v, AWS_ENCODE).to_string()))
+        .map(|(k, v)| {
+            (
+                utf8_percent_encode(k, AWS_ENCODE).to_string(),
+                utf8_percent_encode(v, AWS_ENCODE).to_string(),
+            )
+        })
         .collect();
     pairs.sort();
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn canonical_header_value(headers: &HeaderMap, name: &str) -> String {
@@ -293,8 +312,14 @@ pub fn verify(
                 request.max_presign_expires
             )));
         }
-        Some(expires) if now.millis() > signed_at.millis() + expires as i64 * 1000 || signed_at.millis() > now.millis() + skew => {
-            return Err(AuthError::Expired(format!("the presigned URL signed at {} has expired", signature.amz_date)));
+        Some(expires)
+            if now.millis() > signed_at.millis() + expires as i64 * 1000
+                || signed_at.millis() > now.millis() + skew =>
+        {
+            return Err(AuthError::Expired(format!(
+                "the presigned URL signed at {} has expired",
+                signature.amz_date
+            )));
         }
         _ => {}
     }
@@ -309,20 +334,31 @@ pub fn verify(
     } else {
         match header_str(request.headers, "x-amz-content-sha256") {
             Some(UNSIGNED_PAYLOAD) => vec![UNSIGNED_PAYLOAD.to_string()],
-            Some(claimed) if !claimed.eq_ignore_ascii_case(&actual_hash) => return Err(AuthError::SignatureMismatch),
+            Some(claimed) if !claimed.eq_ignore_ascii_case(&actual_hash) => {
+                return Err(AuthError::SignatureMismatch);
+            }
             _ => vec![actual_hash],
         }
     };
     let mut canonical_headers = String::new();
     for name in &signature.signed_headers {
         if request.headers.get(name.as_str()).is_none() {
-            return Err(incomplete(&format!("Signed header `{name}` is missing from the request.")));
+            return Err(incomplete(&format!(
+                "Signed header `{name}` is missing from the request."
+            )));
         }
         canonical_headers.push_str(&format!("{name}:{}\n", canonical_header_value(request.headers, name)));
     }
-    let raw_path = if request.raw_path.is_empty() { "/" } else { request.raw_path };
+    let raw_path = if request.raw_path.is_empty() {
+        "/"
+    } else {
+        request.raw_path
+    };
     let key = signing_key(&secret, &signature.scope_date, &signature.region, &signature.service);
-    let scope = format!("{}/{}/{}/aws4_request", signature.scope_date, signature.region, signature.service);
+    let scope = format!(
+        "{}/{}/{}/aws4_request",
+        signature.scope_date, signature.region, signature.service
+    );
     let provided = signature.signature.to_ascii_lowercase();
     for payload_hash in candidates {
         let canonical_request = format!(
@@ -397,7 +433,8 @@ mod tests {
         let uri = format!("https://localhost:8470{path_and_query}");
         let mut headers = vec![("host", "localhost:8470")];
         headers.extend_from_slice(extra);
-        let signable = SignableRequest::new(method, &uri, headers.clone().into_iter(), SignableBody::Bytes(body)).unwrap();
+        let signable =
+            SignableRequest::new(method, &uri, headers.clone().into_iter(), SignableBody::Bytes(body)).unwrap();
         let (instructions, _) = sign(signable, &params).unwrap().into_parts();
         let mut request = http::Request::builder().method(method).uri(&uri);
         for (k, v) in headers {
@@ -409,7 +446,14 @@ mod tests {
         (request.headers().clone(), query)
     }
 
-    fn check(method: &str, path: &str, query: &str, headers: &HeaderMap, body: &[u8], now: i64) -> Result<Verified, AuthError> {
+    fn check(
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Verified, AuthError> {
         let request = SignedRequest {
             method,
             raw_path: path,
@@ -418,38 +462,82 @@ mod tests {
             body,
             max_presign_expires: 300,
         };
-        verify(&settings(), &request, Timestamp(now), |key| (key == KEY).then(|| SECRET.to_string()))
+        verify(&settings(), &request, Timestamp(now), |key| {
+            (key == KEY).then(|| SECRET.to_string())
+        })
     }
 
     #[test]
     fn accepts_what_aws_sigv4_signs_with_encoded_arns_in_the_path() {
-        let path = "/runtimes/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A123456789012%3Aruntime%2Fa-AbCdEfGhIj/invocations";
+        let path =
+            "/runtimes/arn%3Aaws%3Abedrock-agentcore%3Aus-east-1%3A123456789012%3Aruntime%2Fa-AbCdEfGhIj/invocations";
         let body = br#"{"prompt":"hello"}"#;
         let (headers, _) = sign_with_aws(
             "POST",
             &format!("{path}?qualifier=DEFAULT"),
             body,
-            &[("content-type", "application/json"), ("x-amzn-bedrock-agentcore-runtime-session-id", "s".repeat(40).as_str())],
+            &[
+                ("content-type", "application/json"),
+                ("x-amzn-bedrock-agentcore-runtime-session-id", "s".repeat(40).as_str()),
+            ],
             None,
             NOW,
         );
-        assert_eq!(check("POST", path, "qualifier=DEFAULT", &headers, body, NOW + 1000), Ok(Verified { access_key_id: KEY.into() }));
+        assert_eq!(
+            check("POST", path, "qualifier=DEFAULT", &headers, body, NOW + 1000),
+            Ok(Verified {
+                access_key_id: KEY.into()
+            })
+        );
         // Any change to the signed material breaks the signature.
-        assert_eq!(check("POST", path, "qualifier=OTHER", &headers, body, NOW), Err(AuthError::SignatureMismatch));
-        assert_eq!(check("POST", path, "qualifier=DEFAULT", &headers, b"{}", NOW), Err(AuthError::SignatureMismatch));
-        assert_eq!(check("PUT", path, "qualifier=DEFAULT", &headers, body, NOW), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            check("POST", path, "qualifier=OTHER", &headers, body, NOW),
+            Err(AuthError::SignatureMismatch)
+        );
+        assert_eq!(
+            check("POST", path, "qualifier=DEFAULT", &headers, b"{}", NOW),
+            Err(AuthError::SignatureMismatch)
+        );
+        assert_eq!(
+            check("PUT", path, "qualifier=DEFAULT", &headers, body, NOW),
+            Err(AuthError::SignatureMismatch)
+        );
     }
 
     #[test]
     fn enforces_the_clock_skew_window() {
         let (headers, _) = sign_with_aws("GET", "/memories/m-AbCdEfGhIj/details", b"", &[], None, NOW);
-        assert!(check("GET", "/memories/m-AbCdEfGhIj/details", "", &headers, b"", NOW + 299_000).is_ok());
+        assert!(
+            check(
+                "GET",
+                "/memories/m-AbCdEfGhIj/details",
+                "",
+                &headers,
+                b"",
+                NOW + 299_000
+            )
+            .is_ok()
+        );
         assert!(matches!(
-            check("GET", "/memories/m-AbCdEfGhIj/details", "", &headers, b"", NOW + 301_000),
+            check(
+                "GET",
+                "/memories/m-AbCdEfGhIj/details",
+                "",
+                &headers,
+                b"",
+                NOW + 301_000
+            ),
             Err(AuthError::Expired(_))
         ));
         assert!(matches!(
-            check("GET", "/memories/m-AbCdEfGhIj/details", "", &headers, b"", NOW - 301_000),
+            check(
+                "GET",
+                "/memories/m-AbCdEfGhIj/details",
+                "",
+                &headers,
+                b"",
+                NOW - 301_000
+            ),
             Err(AuthError::Expired(_))
         ));
     }
@@ -467,13 +555,26 @@ mod tests {
         );
         let mut headers = HeaderMap::new();
         headers.insert("host", "localhost:8470".parse().unwrap());
-        assert_eq!(check("GET", path, &query, &headers, b"", NOW + 10_000).map(|_| ()), Ok(()), "{query}");
-        assert!(matches!(check("GET", path, &query, &headers, b"", NOW + 301_000), Err(AuthError::Expired(_))));
+        assert_eq!(
+            check("GET", path, &query, &headers, b"", NOW + 10_000).map(|_| ()),
+            Ok(()),
+            "{query}"
+        );
+        assert!(matches!(
+            check("GET", path, &query, &headers, b"", NOW + 301_000),
+            Err(AuthError::Expired(_))
+        ));
         let tampered = query.replace("abc", "abd");
-        assert_eq!(check("GET", path, &tampered, &headers, b"", NOW), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            check("GET", path, &tampered, &headers, b"", NOW),
+            Err(AuthError::SignatureMismatch)
+        );
 
         let (_, long) = sign_with_aws("GET", path, b"", &[], Some(Duration::from_secs(3600)), NOW);
-        assert!(matches!(check("GET", path, &long, &headers, b"", NOW), Err(AuthError::Incomplete(_))));
+        assert!(matches!(
+            check("GET", path, &long, &headers, b"", NOW),
+            Err(AuthError::Incomplete(_))
+        ));
     }
 
     #[test]
@@ -487,13 +588,22 @@ mod tests {
             body: b"",
             max_presign_expires: 300,
         };
-        assert_eq!(verify(&settings(), &request, Timestamp(NOW), |_| None), Err(AuthError::UnknownAccessKey));
-        let other_region = VerifierSettings { region: "eu-west-1".into(), ..settings() };
+        assert_eq!(
+            verify(&settings(), &request, Timestamp(NOW), |_| None),
+            Err(AuthError::UnknownAccessKey)
+        );
+        let other_region = VerifierSettings {
+            region: "eu-west-1".into(),
+            ..settings()
+        };
         assert!(matches!(
             verify(&other_region, &request, Timestamp(NOW), |_| Some(SECRET.into())),
             Err(AuthError::WrongRegion(_))
         ));
-        let other_service = VerifierSettings { service: "s3".into(), ..settings() };
+        let other_service = VerifierSettings {
+            service: "s3".into(),
+            ..settings()
+        };
         assert!(matches!(
             verify(&other_service, &request, Timestamp(NOW), |_| Some(SECRET.into())),
             Err(AuthError::WrongService(_))

@@ -90,7 +90,9 @@ fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(dir).join("berth");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/berth")
 }
 
@@ -98,7 +100,9 @@ fn valid_region(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
     parts.len() >= 3
         && parts[0].len() == 2
-        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
         && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
@@ -107,7 +111,10 @@ impl Config {
     pub fn check_environment(vars: impl Iterator<Item = String>) -> anyhow::Result<()> {
         for name in vars.filter(|n| n.starts_with("BERTH_") && !n.starts_with("BERTH_TEST_")) {
             if !KNOWN_VARIABLES.contains(&name.as_str()) {
-                bail!("unknown environment variable `{name}`; Berth reads {}", KNOWN_VARIABLES.join(", "));
+                bail!(
+                    "unknown environment variable `{name}`; Berth reads {}",
+                    KNOWN_VARIABLES.join(", ")
+                );
             }
         }
         Ok(())
@@ -128,7 +135,10 @@ impl Config {
 
     /// Merges the file under the overrides and validates every field, naming the one that fails.
     pub fn merge(file: FileConfig, overrides: Overrides) -> anyhow::Result<Config> {
-        let listen = overrides.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8470".into());
+        let listen = overrides
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8470".into());
         let listen: SocketAddr = listen
             .parse()
             .with_context(|| format!("listen: `{listen}` is not an address like 127.0.0.1:8470"))?;
@@ -137,7 +147,10 @@ impl Config {
             .database_url
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("berth.db").display()));
-        if !["sqlite:", "postgres:", "postgresql:"].iter().any(|p| database_url.starts_with(p)) {
+        if !["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|p| database_url.starts_with(p))
+        {
             bail!("database_url: `{database_url}` must start with sqlite:// or postgres://");
         }
         let region = overrides.region.or(file.region).unwrap_or_else(|| "us-east-1".into());
@@ -193,7 +206,9 @@ mod tests {
 
     #[test]
     fn defaults_file_and_overrides_stack_in_order() {
-        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nregion = \"eu-west-1\"\n[limits]\nmax_body_bytes = 2048\n").unwrap();
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:9000\"\nregion = \"eu-west-1\"\n[limits]\nmax_body_bytes = 2048\n")
+                .unwrap();
         let overrides = Overrides {
             region: Some("us-west-2".into()),
             ..Default::default()
@@ -210,9 +225,27 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err());
         assert!(toml::from_str::<FileConfig>("[limits]\nmax_body = 1").is_err());
         let bad = |o: Overrides| Config::merge(FileConfig::default(), o).unwrap_err().to_string();
-        assert!(bad(Overrides { listen: Some("nowhere".into()), ..Default::default() }).starts_with("listen"));
-        assert!(bad(Overrides { region: Some("mars".into()), ..Default::default() }).starts_with("region"));
-        assert!(bad(Overrides { database_url: Some("mysql://x".into()), ..Default::default() }).starts_with("database_url"));
+        assert!(
+            bad(Overrides {
+                listen: Some("nowhere".into()),
+                ..Default::default()
+            })
+            .starts_with("listen")
+        );
+        assert!(
+            bad(Overrides {
+                region: Some("mars".into()),
+                ..Default::default()
+            })
+            .starts_with("region")
+        );
+        assert!(
+            bad(Overrides {
+                database_url: Some("mysql://x".into()),
+                ..Default::default()
+            })
+            .starts_with("database_url")
+        );
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<AccessKey> {
 fn load(file: &Path) -> anyhow::Result<AccessKey> {
     let mode = std::fs::metadata(file)?.permissions().mode();
     if mode & 0o077 != 0 {
-        bail!("{} is readable by other users (mode {:o}); run `chmod 600` on it", file.display(), mode & 0o777);
+        bail!(
+            "{} is readable by other users (mode {:o}); run `chmod 600` on it",
+            file.display(),
+            mode & 0o777
+        );
     }
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a valid credentials file", file.display()))

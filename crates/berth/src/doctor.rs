@@ -29,15 +29,30 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
     let probe = dir.join(".doctor-write-test");
     let writable = std::fs::create_dir_all(dir).is_ok() && std::fs::write(&probe, b"ok").is_ok();
     let _ = std::fs::remove_file(&probe);
-    report.line(writable, "data dir", &format!("{} {}", dir.display(), if writable { "is writable" } else { "is not writable" }));
+    report.line(
+        writable,
+        "data dir",
+        &format!(
+            "{} {}",
+            dir.display(),
+            if writable { "is writable" } else { "is not writable" }
+        ),
+    );
 
     let key_file = credentials::path(dir);
     match std::fs::metadata(&key_file) {
         Ok(meta) => {
             let mode = meta.permissions().mode() & 0o777;
-            report.line(mode & 0o077 == 0, "credentials", &format!("{} (mode {mode:o})", key_file.display()));
+            report.line(
+                mode & 0o077 == 0,
+                "credentials",
+                &format!("{} (mode {mode:o})", key_file.display()),
+            );
         }
-        Err(_) => report.info("credentials", &format!("{} will be created on first start", key_file.display())),
+        Err(_) => report.info(
+            "credentials",
+            &format!("{} will be created on first start", key_file.display()),
+        ),
     }
 
     match serve::build(&config).await {
@@ -46,7 +61,11 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
             report.line(
                 true,
                 "database",
-                &format!("{} ({}), schema version {version}", built.store.backend().name(), serve::redact(&config.database_url)),
+                &format!(
+                    "{} ({}), schema version {version}",
+                    built.store.backend().name(),
+                    serve::redact(&config.database_url)
+                ),
             );
             let implemented = built.state.inner.registry.names();
             report.line(
@@ -61,7 +80,16 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
         }
         Err(error) => report.line(false, "database", &format!("{error:#}")),
     }
-    for service in ["runtime", "gateway", "identity", "code interpreter", "browser", "observability", "evaluations", "policy"] {
+    for service in [
+        "runtime",
+        "gateway",
+        "identity",
+        "code interpreter",
+        "browser",
+        "observability",
+        "evaluations",
+        "policy",
+    ] {
         report.info(service, "not implemented yet");
     }
     Ok(!report.failed)

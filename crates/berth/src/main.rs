@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, Overrides};
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "Self-hosted Amazon Bedrock AgentCore, wire-compatible, in one binary")]
+#[command(
+    name = "berth",
+    version,
+    about = "Self-hosted Amazon Bedrock AgentCore, wire-compatible, in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,8 +31,12 @@ enum Command {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
@@ -44,7 +52,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Credentials(overrides) => {
             let config = Config::load(&overrides)?;
             let key = credentials::load_or_create(&config.data_dir)?;
-            print!("{}", credentials::export_lines(&key, &config.region, &config.endpoint_url()));
+            print!(
+                "{}",
+                credentials::export_lines(&key, &config.region, &config.endpoint_url())
+            );
             Ok(())
         }
         Command::Doctor(overrides) => {

@@ -62,7 +62,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Built> {
         max_body_bytes: config.max_body_bytes,
         max_clock_skew_seconds: config.max_clock_skew_seconds,
     };
-    let state = AppState::new(settings, KeyStore::new(keys), store.clone(), Services { memory: memory.clone() });
+    let state = AppState::new(
+        settings,
+        KeyStore::new(keys),
+        store.clone(),
+        Services { memory: memory.clone() },
+    );
     Ok(Built {
         state,
         worker,

@@ -1,0 +1,57 @@
+# Berth's two commands: `make serve` and `make test`. Both set up everything they need and are
+# quick when it is already there.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CACHE ?= $(HOME)/.cache/berth
+# Reuse one cargo target dir across clones so a warm machine does not rebuild the world.
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+VENV ?= $(CACHE)/venv
+PYTHON ?= python3
+REQUIREMENTS := tests/conformance/requirements.txt tests/conformance/requirements-optional.txt
+VENV_STAMP := $(VENV)/.berth-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
+
+.PHONY: help serve test build bench lint rust-test conformance postgres venv
+
+help:
+	@echo "make serve   build and run Berth on 127.0.0.1:8470 (berth credentials prints the client setup)"
+	@echo "make test    install what the tests need, then lint, unit/store tests and the conformance suite"
+	@echo "make bench   run the benchmark program (results go in docs/PERFORMANCE.md)"
+
+build:
+	cargo build --release -p berth
+
+serve: build
+	"$(CARGO_TARGET_DIR)/release/berth" serve $(ARGS)
+
+$(VENV_STAMP): $(REQUIREMENTS)
+	test -x "$(VENV)/bin/python" || $(PYTHON) -m venv "$(VENV)"
+	"$(VENV)/bin/pip" install -q --disable-pip-version-check -r tests/conformance/requirements.txt
+	"$(VENV)/bin/pip" install -q --disable-pip-version-check -r tests/conformance/requirements-optional.txt \
+	  || echo "strands-agents did not install; flow 14 will be skipped"
+	rm -f "$(VENV)"/.berth-* && touch "$@"
+
+venv: $(VENV_STAMP)
+
+postgres:
+	@bash tools/ensure-postgres.sh >/dev/null
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+rust-test: postgres
+	BERTH_TEST_POSTGRES_URL="$$(bash tools/ensure-postgres.sh)" cargo test --workspace --locked
+
+conformance: venv postgres
+	cargo build -p berth --locked
+	BERTH_TEST_BINARY="$(CARGO_TARGET_DIR)/debug/berth" \
+	BERTH_TEST_POSTGRES_URL="$$(bash tools/ensure-postgres.sh)" \
+	  "$(VENV)/bin/pytest" -q -p no:cacheprovider tests/conformance
+
+test: lint rust-test conformance
+
+bench:
+	cargo build --release -p berth -p berth-bench
+	bash tools/bench.sh
