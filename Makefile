@@ -12,7 +12,7 @@ PYTHON ?= python3
 REQUIREMENTS := tests/conformance/requirements.txt tests/conformance/requirements-optional.txt
 VENV_STAMP := $(VENV)/.berth-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 
-.PHONY: help serve test build bench lint rust-test conformance postgres venv
+.PHONY: help serve credentials test build bench lint rust-test conformance postgres venv
 
 help:
 	@echo "make serve   build and run Berth on 127.0.0.1:8470 (berth credentials prints the client setup)"
@@ -24,6 +24,10 @@ build:
 
 serve: build
 	"$(CARGO_TARGET_DIR)/release/berth" serve $(ARGS)
+
+# Shell lines that point AWS clients at the server: eval "$$(make -s credentials)"
+credentials: build
+	@"$(CARGO_TARGET_DIR)/release/berth" credentials $(ARGS)
 
 $(VENV_STAMP): $(REQUIREMENTS)
 	test -x "$(VENV)/bin/python" || $(PYTHON) -m venv "$(VENV)"

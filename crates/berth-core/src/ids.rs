@@ -1,6 +1,6 @@
 //! Identifiers in AgentCore's formats.
 
-use rand::Rng;
+use rand::RngExt;
 use rand::distr::Alphanumeric;
 
 use crate::Timestamp;

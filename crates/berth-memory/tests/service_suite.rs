@@ -1,6 +1,8 @@
 //! Memory's service and store, on SQLite and (with `BERTH_TEST_POSTGRES_URL`) PostgreSQL, with
 //! an injected clock and the job worker driven by hand.
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly on setup errors")]
+
 use std::sync::Arc;
 
 use berth_core::{AccountId, Caller, ManualClock, Timestamp};

@@ -1,6 +1,8 @@
 //! The router end to end without a socket (`oneshot`): signed requests reach the services,
 //! and arbitrary bodies and paths always get a modelled 4xx, never a panic or a 5xx.
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly on setup errors")]
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

@@ -1,6 +1,8 @@
 //! The store suite: every test runs against SQLite and, when `BERTH_TEST_POSTGRES_URL` is set,
 //! PostgreSQL.
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly on setup errors")]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

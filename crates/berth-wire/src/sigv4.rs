@@ -8,7 +8,7 @@
 //! implementations check each other; the conformance suite does the same with botocore.
 
 use berth_core::Timestamp;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderMap;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
@@ -258,7 +258,7 @@ fn canonical_header_value(headers: &HeaderMap, name: &str) -> String {
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("invariant: HMAC accepts keys of any length");
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("invariant: HMAC accepts keys of any length");
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
 }

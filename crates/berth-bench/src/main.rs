@@ -1,0 +1,259 @@
+//! `berth-bench`: CreateEvent and ListEvents throughput and latency through the real HTTP stack
+//! (SigV4-signed requests over loopback to an in-process server), at 1 and 32 concurrent
+//! clients, beside the raw store rate (the same inserts made directly through the store layer,
+//! one durable transaction each). Prints a Markdown table for `docs/PERFORMANCE.md`.
+//!
+//! Usage: `berth-bench [--postgres URL] [--requests N]`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use berth_core::{AccountId, Caller, SystemClock};
+use berth_memory::MemoryService;
+use berth_memory::store::{self as db, EventRow};
+use berth_server::{AccessKey, AppState, KeyStore, ServerSettings, Services};
+use berth_store::Store;
+use berth_store::jobs::Worker;
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+const KEY: &str = "AKIABENCHMARK0000001";
+const SECRET: &str = "benchmark-secret-key-00000000000000000000";
+const ACCOUNT: &str = "123456789012";
+
+#[derive(Parser)]
+struct Args {
+    /// Also run against this PostgreSQL admin URL (a fresh database is created).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Requests per measurement.
+    #[arg(long, default_value_t = 4000)]
+    requests: usize,
+}
+
+struct Stats {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Stats {
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+fn signed(method: &str, url: &str, body: Vec<u8>) -> anyhow::Result<http::Request<Full<Bytes>>> {
+    let identity = Credentials::new(KEY, SECRET, None, None, "bench").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("bedrock-agentcore")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()?
+        .into();
+    let uri: http::Uri = url.parse()?;
+    let host = uri.authority().context("url has a host")?.to_string();
+    let headers = [("host", host.as_str()), ("content-type", "application/json")];
+    let signable = SignableRequest::new(method, url, headers.into_iter(), SignableBody::Bytes(&body))?;
+    let (instructions, _) = sign(signable, &params)?.into_parts();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    let mut request = request.body(Full::new(Bytes::from(body)))?;
+    instructions.apply_to_request_http1x(&mut request);
+    Ok(request)
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+async fn send(client: &HttpClient, request: http::Request<Full<Bytes>>, expect: u16) -> anyhow::Result<Bytes> {
+    let response = client.request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(status == expect, "status {status}: {}", String::from_utf8_lossy(&body));
+    Ok(body)
+}
+
+fn event_body(session: &str, i: usize) -> Vec<u8> {
+    serde_json::json!({
+        "actorId": "bench-actor", "sessionId": session, "eventTimestamp": 1_800_000_000.0 + i as f64 / 1000.0,
+        "payload": [
+            {"conversational": {"content": {"text": format!("user message number {i} asking about the weather in Lisbon")}, "role": "USER"}},
+            {"conversational": {"content": {"text": "It is sunny and 24 degrees; a light breeze comes from the sea."}, "role": "ASSISTANT"}}
+        ],
+        "metadata": {"kind": {"stringValue": "turn"}}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Runs `total` requests from `clients` concurrent clients; `make` builds request `i` of client `c`.
+async fn drive<F>(clients: usize, total: usize, make: F) -> anyhow::Result<Stats>
+where
+    F: Fn(usize, usize) -> anyhow::Result<(http::Request<Full<Bytes>>, u16)> + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let per_client = total / clients;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let make = make.clone();
+        tasks.spawn(async move {
+            let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+            let mut latencies = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let (request, expect) = make(c, i)?;
+                let t = Instant::now();
+                send(&client, request, expect).await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    Ok(stats(latencies, started.elapsed()))
+}
+
+/// Inserts through the store layer: one transaction per event, as CreateEvent makes.
+async fn raw_store(store: &Store, memory_id: &str, clients: usize, total: usize) -> anyhow::Result<Stats> {
+    let per_client = total / clients;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let store = store.clone();
+        let memory_id = memory_id.to_string();
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let body: serde_json::Value = serde_json::from_slice(&event_body("raw", i))?;
+                let t = Instant::now();
+                let row = EventRow {
+                    seq: 0,
+                    memory_id: memory_id.clone(),
+                    actor_id: "bench-actor".into(),
+                    session_id: format!("raw-{c}"),
+                    event_id: berth_core::ids::event_id(berth_core::Timestamp(1_800_000_000_000 + i as i64)),
+                    event_time: 1_800_000_000_000 + i as i64,
+                    branch_name: None,
+                    root_event_id: None,
+                    payload: body["payload"].to_string(),
+                    metadata: Some(body["metadata"].to_string()),
+                };
+                let mut tx = store.begin().await?;
+                db::insert_event(&mut tx, &row, &[("kind".into(), "turn".into())], store.now()).await?;
+                tx.commit().await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    Ok(stats(latencies, started.elapsed()))
+}
+
+fn row(name: &str, backend: &str, clients: usize, s: &Stats) {
+    println!(
+        "| {name} | {backend} | {clients} | {:.0} | {:.2} | {:.2} |",
+        s.per_second,
+        s.p50.as_secs_f64() * 1000.0,
+        s.p99.as_secs_f64() * 1000.0
+    );
+}
+
+async fn bench_backend(backend: &str, url: &str, requests: usize) -> anyhow::Result<()> {
+    let store = Store::open(url, Arc::new(SystemClock)).await?;
+    let mut worker = Worker::new(store.clone());
+    let mut memory = MemoryService::new(store.clone(), "us-east-1");
+    memory.attach_worker(&mut worker);
+    let keys = KeyStore::new([AccessKey {
+        access_key_id: KEY.into(),
+        secret_access_key: SECRET.into(),
+        account_id: AccountId::try_from(ACCOUNT.to_string()).map_err(anyhow::Error::msg)?,
+    }]);
+    let state = AppState::new(
+        ServerSettings::default(),
+        keys,
+        store.clone(),
+        Services { memory: memory.clone() },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, berth_server::app(state)).await });
+
+    let caller = Caller {
+        account: AccountId::try_from(ACCOUNT.to_string()).map_err(anyhow::Error::msg)?,
+        access_key_id: KEY.into(),
+    };
+    let input = serde_json::from_value(serde_json::json!({"name": "bench", "eventExpiryDuration": 30}))?;
+    let memory_id = memory.create_memory(&caller, input).await?.memory.id;
+    worker.run_due().await?;
+
+    for clients in [1, 32] {
+        let raw = raw_store(&store, &memory_id, clients, requests).await?;
+        row("raw store insert", backend, clients, &raw);
+        let url = format!("{base}/memories/{memory_id}/events");
+        let create = drive(clients, requests, move |c, i| {
+            Ok((signed("POST", &url, event_body(&format!("s-{clients}-{c}"), i))?, 201))
+        })
+        .await?;
+        row("CreateEvent", backend, clients, &create);
+        println!(
+            "|   CreateEvent / raw store | | {clients} | {:.0} % | | |",
+            100.0 * create.per_second / raw.per_second
+        );
+        let base = base.clone();
+        let memory_id = memory_id.clone();
+        let list = drive(clients, requests, move |c, _| {
+            let url = format!("{base}/memories/{memory_id}/actor/bench-actor/sessions/s-{clients}-{c}");
+            Ok((
+                signed("POST", &url, br#"{"maxResults":20,"includePayloads":true}"#.to_vec())?,
+                200,
+            ))
+        })
+        .await?;
+        row("ListEvents (20, payloads)", backend, clients, &list);
+    }
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    println!("| operation | store | clients | ops/s | p50 ms | p99 ms |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+    bench_backend("SQLite", &url, args.requests).await?;
+    if let Some(admin) = args.postgres {
+        let name = format!("berth_bench_{}", berth_core::ids::random_alphanumeric(8).to_lowercase());
+        let admin_pool = berth_store::sqlx::AnyPool::connect(&admin).await?;
+        berth_store::sqlx::raw_sql(berth_store::sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin_pool)
+            .await?;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        bench_backend("PostgreSQL", &format!("{base}/{name}"), args.requests).await?;
+    }
+    Ok(())
+}
