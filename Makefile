@@ -57,5 +57,4 @@ conformance: venv postgres
 test: lint rust-test conformance
 
 bench:
-	cargo build --release -p berth -p berth-bench
-	bash tools/bench.sh
+	bash tools/bench.sh $(ARGS)

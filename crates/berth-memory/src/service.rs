@@ -85,8 +85,10 @@ impl MemoryService {
             Ok(_) => return Err(MemoryError::MemoryNotFound(id_or_arn.to_string())),
             Err(_) => id_or_arn.to_string(),
         };
-        match db::memory(&self.store, caller.account.as_str(), &memory_id).await? {
-            Some(row) if include_deleting || row.status != DELETING => Ok(row),
+        match db::memory(self.store.reader(), &memory_id).await? {
+            Some(row) if row.account_id == caller.account.as_str() && (include_deleting || row.status != DELETING) => {
+                Ok(row)
+            }
             _ => Err(MemoryError::MemoryNotFound(id_or_arn.to_string())),
         }
     }
@@ -241,7 +243,7 @@ impl MemoryService {
 
     pub async fn get_memory(&self, caller: &Caller, input: MemoryIdInput) -> Result<MemoryOutput> {
         let row = self.memory_of(caller, &input.memory_id, true).await?;
-        let strategies = db::strategies(&self.store, &row.memory_id).await?;
+        let strategies = db::strategies(self.store.reader(), &row.memory_id).await?;
         Ok(MemoryOutput {
             memory: Self::memory_output(&row, &strategies),
         })
@@ -251,7 +253,7 @@ impl MemoryService {
         let existing = self.memory_of(caller, &input.memory_id, false).await?;
         let now = self.store.now();
         let mut tx = self.store.begin().await?;
-        let mut row = db::memory_for_update(&mut tx, &existing.memory_id)
+        let mut row = db::memory(&mut *tx, &existing.memory_id)
             .await?
             .ok_or_else(|| MemoryError::MemoryNotFound(input.memory_id.clone()))?;
         if row.status != ACTIVE && row.status != "FAILED" {
@@ -298,7 +300,7 @@ impl MemoryService {
             row.attributes.insert("indexedKeys".into(), Value::Array(keys));
         }
         let namespace_keys = Self::namespace_keys(&row.attributes);
-        let mut strategies = db::strategies_for_update(&mut tx, &row.memory_id).await?;
+        let mut strategies = db::strategies(&mut *tx, &row.memory_id).await?;
         let changes = input.memory_strategies.unwrap_or_default();
         for (i, delete) in changes.delete_memory_strategies.iter().enumerate() {
             let field = format!("memoryStrategies.deleteMemoryStrategies[{i}].memoryStrategyId");
@@ -359,7 +361,7 @@ impl MemoryService {
         let existing = self.memory_of(caller, &input.memory_id, true).await?;
         let now = self.store.now();
         let mut tx = self.store.begin().await?;
-        let mut row = db::memory_for_update(&mut tx, &existing.memory_id)
+        let mut row = db::memory(&mut *tx, &existing.memory_id)
             .await?
             .ok_or_else(|| MemoryError::MemoryNotFound(input.memory_id.clone()))?;
         if row.status != DELETING {
@@ -407,9 +409,8 @@ impl MemoryService {
 
     /// Whether `memory_id` is a memory of `account` (for tags and resource policies).
     pub async fn exists(&self, account: &str, memory_id: &str) -> Result<bool> {
-        Ok(db::memory(&self.store, account, memory_id)
-            .await?
-            .is_some_and(|m| m.status != DELETING))
+        let row = db::memory(self.store.reader(), memory_id).await?;
+        Ok(row.is_some_and(|m| m.account_id == account && m.status != DELETING))
     }
 
     /// Job: finishes a create or update. Idempotent.
@@ -417,13 +418,13 @@ impl MemoryService {
         let memory_id = payload.get("memoryId").and_then(Value::as_str).unwrap_or_default();
         let now = self.store.now();
         let mut tx = self.store.begin().await?;
-        let Some(mut row) = db::memory_for_update(&mut tx, memory_id).await? else {
+        let Some(mut row) = db::memory(&mut *tx, memory_id).await? else {
             return Ok(());
         };
         if row.status == DELETING {
             return Ok(());
         }
-        for mut strategy in db::strategies_for_update(&mut tx, memory_id).await? {
+        for mut strategy in db::strategies(&mut *tx, memory_id).await? {
             match strategy.status.as_str() {
                 DELETING => db::delete_strategy(&mut tx, &strategy.strategy_id).await?,
                 CREATING => {
@@ -448,7 +449,7 @@ impl MemoryService {
     async fn finish_delete(&self, payload: &Value) -> Result<()> {
         let memory_id = payload.get("memoryId").and_then(Value::as_str).unwrap_or_default();
         let mut tx = self.store.begin().await?;
-        if let Some(row) = db::memory_for_update(&mut tx, memory_id).await? {
+        if let Some(row) = db::memory(&mut *tx, memory_id).await? {
             db::delete_memory(&mut tx, memory_id, &row.arn).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
@@ -491,7 +492,7 @@ impl MemoryService {
         let (branch_name, root_event_id) = match input.branch {
             Some(branch) if branch.name != "main" => {
                 let existing =
-                    db::branch_root(&mut tx, &memory.memory_id, &input.actor_id, &session_id, &branch.name).await?;
+                    db::branch_root(&mut *tx, &memory.memory_id, &input.actor_id, &session_id, &branch.name).await?;
                 let root = match (existing, branch.root_event_id) {
                     (Some(existing), Some(given)) if existing.as_deref() != Some(given.as_str()) => {
                         return Err(MemoryError::invalid(
@@ -594,7 +595,7 @@ impl MemoryService {
         }
         let mut branch = filter.name.clone();
         for _ in 0..MAX_BRANCH_DEPTH {
-            let Some(root) = db::branch_root_read(&self.store, memory_id, actor_id, session_id, &branch).await? else {
+            let Some(root) = db::branch_root(self.store.reader(), memory_id, actor_id, session_id, &branch).await? else {
                 return Ok(None);
             };
             let Some(root) = root else { break };

@@ -1,6 +1,6 @@
 //! Memory's tables. Portable SQL (see `berth_store`): it runs unchanged on SQLite and PostgreSQL.
 
-use berth_store::sqlx::{self, Any, Row, Transaction, any::AnyRow};
+use berth_store::sqlx::{self, Any, Executor, Row, Transaction, any::AnyRow};
 use berth_store::{Result, Store, StoreError};
 use serde_json::{Map, Value};
 
@@ -188,42 +188,17 @@ pub async fn delete_strategy(tx: &mut Tx, strategy_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// A memory of `account_id`, if it exists.
-pub async fn memory(store: &Store, account_id: &str, memory_id: &str) -> Result<Option<MemoryRow>> {
-    let sql = format!("SELECT {MEMORY_COLUMNS} FROM memories WHERE memory_id = $1 AND account_id = $2");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(memory_id)
-        .bind(account_id)
-        .fetch_optional(store.reader())
-        .await?;
-    row.as_ref().map(memory_row).transpose()
-}
-
-/// The same, inside a write transaction (for read-modify-write).
-pub async fn memory_for_update(tx: &mut Tx, memory_id: &str) -> Result<Option<MemoryRow>> {
+/// A memory by id, through a pool or inside a transaction (for read-modify-write).
+pub async fn memory<'e>(db: impl Executor<'e, Database = Any>, memory_id: &str) -> Result<Option<MemoryRow>> {
     let sql = format!("SELECT {MEMORY_COLUMNS} FROM memories WHERE memory_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(memory_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(memory_id).fetch_optional(db).await?;
     row.as_ref().map(memory_row).transpose()
 }
 
-pub async fn strategies(store: &Store, memory_id: &str) -> Result<Vec<StrategyRow>> {
+/// A memory's strategies in creation order.
+pub async fn strategies<'e>(db: impl Executor<'e, Database = Any>, memory_id: &str) -> Result<Vec<StrategyRow>> {
     let sql = format!("SELECT {STRATEGY_COLUMNS} FROM memory_strategies WHERE memory_id = $1 ORDER BY position");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(memory_id)
-        .fetch_all(store.reader())
-        .await?;
-    rows.iter().map(strategy_row).collect()
-}
-
-pub async fn strategies_for_update(tx: &mut Tx, memory_id: &str) -> Result<Vec<StrategyRow>> {
-    let sql = format!("SELECT {STRATEGY_COLUMNS} FROM memory_strategies WHERE memory_id = $1 ORDER BY position");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(memory_id)
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(memory_id).fetch_all(db).await?;
     rows.iter().map(strategy_row).collect()
 }
 
@@ -338,8 +313,8 @@ pub async fn event_in_memory(tx: &mut Tx, memory_id: &str, event_id: &str) -> Re
 }
 
 /// The root event id of a branch of a session, if the branch has events.
-pub async fn branch_root(
-    tx: &mut Tx,
+pub async fn branch_root<'e>(
+    db: impl Executor<'e, Database = Any>,
     memory_id: &str,
     actor_id: &str,
     session_id: &str,
@@ -353,28 +328,7 @@ pub async fn branch_root(
     .bind(actor_id)
     .bind(session_id)
     .bind(branch)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.map(|r| r.try_get("root_event_id")).transpose().map_err(Into::into)
-}
-
-/// Same as [`branch_root`] but outside a transaction, for reads.
-pub async fn branch_root_read(
-    store: &Store,
-    memory_id: &str,
-    actor_id: &str,
-    session_id: &str,
-    branch: &str,
-) -> Result<Option<Option<String>>> {
-    let row = sqlx::query(
-        "SELECT root_event_id FROM memory_events WHERE memory_id = $1 AND actor_id = $2 AND session_id = $3 AND branch_name = $4 \
-         ORDER BY seq LIMIT 1",
-    )
-    .bind(memory_id)
-    .bind(actor_id)
-    .bind(session_id)
-    .bind(branch)
-    .fetch_optional(store.reader())
+    .fetch_optional(db)
     .await?;
     row.map(|r| r.try_get("root_event_id")).transpose().map_err(Into::into)
 }
