@@ -1,7 +1,9 @@
 //! `berth-bench`: CreateEvent and ListEvents throughput and latency through the real HTTP stack
 //! (SigV4-signed requests over loopback to an in-process server), at 1 and 32 concurrent
 //! clients, beside the raw store rate (the same inserts made directly through the store layer,
-//! one durable transaction each). Prints a Markdown table for `docs/PERFORMANCE.md`.
+//! one durable transaction each, committed together when several wait, as `Store::write` does).
+//! CreateEvent requests carry a fresh `clientToken`, as boto3 sends. Prints a Markdown table for
+//! `docs/PERFORMANCE.md`.
 //!
 //! Usage: `berth-bench [--postgres URL] [--requests N]`
 
@@ -96,7 +98,9 @@ fn event_body(session: &str, i: usize) -> Vec<u8> {
             {"conversational": {"content": {"text": format!("user message number {i} asking about the weather in Lisbon")}, "role": "USER"}},
             {"conversational": {"content": {"text": "It is sunny and 24 degrees; a light breeze comes from the sea."}, "role": "ASSISTANT"}}
         ],
-        "metadata": {"kind": {"stringValue": "turn"}}
+        "metadata": {"kind": {"stringValue": "turn"}},
+        // boto3 fills a fresh client token into every CreateEvent.
+        "clientToken": format!("{session}-{i}-{}", berth_core::ids::random_alphanumeric(12))
     })
     .to_string()
     .into_bytes()
@@ -132,7 +136,7 @@ where
     Ok(stats(latencies, started.elapsed()))
 }
 
-/// Inserts through the store layer: one transaction per event, as CreateEvent makes.
+/// Inserts through the store layer's write path, as CreateEvent does.
 async fn raw_store(store: &Store, memory_id: &str, clients: usize, total: usize) -> anyhow::Result<Stats> {
     let per_client = total / clients;
     let started = Instant::now();
@@ -157,9 +161,14 @@ async fn raw_store(store: &Store, memory_id: &str, clients: usize, total: usize)
                     payload: body["payload"].to_string(),
                     metadata: Some(body["metadata"].to_string()),
                 };
-                let mut tx = store.begin().await?;
-                db::insert_event(&mut tx, &row, &[("kind".into(), "turn".into())], store.now()).await?;
-                tx.commit().await?;
+                let metadata = vec![("kind".to_string(), "turn".to_string())];
+                let now = store.now();
+                store
+                    .write(move |conn| {
+                        let (row, metadata) = (row.clone(), metadata.clone());
+                        Box::pin(async move { db::insert_event(conn, &row, &metadata, now).await })
+                    })
+                    .await?;
                 latencies.push(t.elapsed());
             }
             anyhow::Ok(latencies)

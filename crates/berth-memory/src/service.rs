@@ -488,11 +488,12 @@ impl MemoryService {
             .flatten()
             .map(|(k, v)| (k.clone(), v.string_value.clone().unwrap_or_default()))
             .collect();
-        let mut tx = self.store.begin().await?;
+        // Every check reads before the write, so the write itself only fails on I/O.
+        let reader = self.store.reader();
         let (branch_name, root_event_id) = match input.branch {
             Some(branch) if branch.name != "main" => {
                 let existing =
-                    db::branch_root(&mut *tx, &memory.memory_id, &input.actor_id, &session_id, &branch.name).await?;
+                    db::branch_root(reader, &memory.memory_id, &input.actor_id, &session_id, &branch.name).await?;
                 let root = match (existing, branch.root_event_id) {
                     (Some(existing), Some(given)) if existing.as_deref() != Some(given.as_str()) => {
                         return Err(MemoryError::invalid(
@@ -510,7 +511,7 @@ impl MemoryService {
                     }
                 };
                 if let Some(root) = &root {
-                    let found = db::event_in_memory(&mut tx, &memory.memory_id, root).await?;
+                    let found = db::event_in_memory(reader, &memory.memory_id, root).await?;
                     if !found.is_some_and(|e| e.actor_id == input.actor_id && e.session_id == session_id) {
                         return Err(MemoryError::invalid(
                             "branch.rootEventId",
@@ -534,8 +535,17 @@ impl MemoryService {
             payload: Value::Array(input.payload).to_string(),
             metadata: input.metadata.map(|m| serde_json::to_string(&m).unwrap_or_default()),
         };
-        db::insert_event(&mut tx, &row, &metadata, self.store.now()).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        let (stored, now) = (row.clone(), self.store.now());
+        self.store
+            .write(move |conn| {
+                let (row, metadata) = (stored.clone(), metadata.clone());
+                Box::pin(async move {
+                    db::insert_event(conn, &row, &metadata, now)
+                        .await
+                        .map_err(MemoryError::from)
+                })
+            })
+            .await?;
         Ok(EventOutput {
             event: Self::event_output(row)?,
         })
@@ -595,7 +605,8 @@ impl MemoryService {
         }
         let mut branch = filter.name.clone();
         for _ in 0..MAX_BRANCH_DEPTH {
-            let Some(root) = db::branch_root(self.store.reader(), memory_id, actor_id, session_id, &branch).await? else {
+            let Some(root) = db::branch_root(self.store.reader(), memory_id, actor_id, session_id, &branch).await?
+            else {
                 return Ok(None);
             };
             let Some(root) = root else { break };

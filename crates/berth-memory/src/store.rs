@@ -1,10 +1,11 @@
 //! Memory's tables. Portable SQL (see `berth_store`): it runs unchanged on SQLite and PostgreSQL.
 
-use berth_store::sqlx::{self, Any, Executor, Row, Transaction, any::AnyRow};
+use berth_store::sqlx::{self, Any, AnyConnection, Executor, Row, any::AnyRow};
 use berth_store::{Result, Store, StoreError};
 use serde_json::{Map, Value};
 
-pub type Tx = Transaction<'static, Any>;
+/// A connection inside a write transaction (`Store::begin` or `Store::write`).
+pub type Tx = AnyConnection;
 
 /// A `memories` row.
 #[derive(Clone, Debug)]
@@ -129,7 +130,7 @@ pub async fn insert_memory(tx: &mut Tx, m: &MemoryRow) -> Result<()> {
     .bind(Value::Object(m.attributes.clone()).to_string())
     .bind(m.created_at)
     .bind(m.updated_at)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -145,7 +146,7 @@ pub async fn update_memory(tx: &mut Tx, m: &MemoryRow) -> Result<()> {
     .bind(Value::Object(m.attributes.clone()).to_string())
     .bind(m.updated_at)
     .bind(&m.memory_id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -164,7 +165,7 @@ pub async fn insert_strategy(tx: &mut Tx, s: &StrategyRow) -> Result<()> {
     .bind(Value::Object(s.definition.clone()).to_string())
     .bind(s.created_at)
     .bind(s.updated_at)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -175,7 +176,7 @@ pub async fn update_strategy(tx: &mut Tx, s: &StrategyRow) -> Result<()> {
         .bind(Value::Object(s.definition.clone()).to_string())
         .bind(s.updated_at)
         .bind(&s.strategy_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
@@ -183,7 +184,7 @@ pub async fn update_strategy(tx: &mut Tx, s: &StrategyRow) -> Result<()> {
 pub async fn delete_strategy(tx: &mut Tx, strategy_id: &str) -> Result<()> {
     sqlx::query("DELETE FROM memory_strategies WHERE strategy_id = $1")
         .bind(strategy_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
@@ -191,14 +192,20 @@ pub async fn delete_strategy(tx: &mut Tx, strategy_id: &str) -> Result<()> {
 /// A memory by id, through a pool or inside a transaction (for read-modify-write).
 pub async fn memory<'e>(db: impl Executor<'e, Database = Any>, memory_id: &str) -> Result<Option<MemoryRow>> {
     let sql = format!("SELECT {MEMORY_COLUMNS} FROM memories WHERE memory_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(memory_id).fetch_optional(db).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(memory_id)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(memory_row).transpose()
 }
 
 /// A memory's strategies in creation order.
 pub async fn strategies<'e>(db: impl Executor<'e, Database = Any>, memory_id: &str) -> Result<Vec<StrategyRow>> {
     let sql = format!("SELECT {STRATEGY_COLUMNS} FROM memory_strategies WHERE memory_id = $1 ORDER BY position");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(memory_id).fetch_all(db).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(memory_id)
+        .fetch_all(db)
+        .await?;
     rows.iter().map(strategy_row).collect()
 }
 
@@ -233,7 +240,7 @@ pub async fn delete_memory(tx: &mut Tx, memory_id: &str, arn: &str) -> Result<()
         "DELETE FROM memory_strategies WHERE memory_id = $1",
         "DELETE FROM memories WHERE memory_id = $1",
     ] {
-        sqlx::query(sql).bind(memory_id).execute(&mut **tx).await?;
+        sqlx::query(sql).bind(memory_id).execute(&mut *tx).await?;
     }
     berth_store::tags::forget_resource(tx, arn).await
 }
@@ -256,15 +263,22 @@ pub async fn insert_event(tx: &mut Tx, e: &EventRow, metadata: &[(String, String
     .bind(&e.payload)
     .bind(&e.metadata)
     .bind(now)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
-    for (key, value) in metadata {
-        sqlx::query("INSERT INTO memory_event_metadata (event_seq, meta_key, meta_value) VALUES ($1, $2, $3)")
-            .bind(seq)
-            .bind(key)
-            .bind(value)
-            .execute(&mut **tx)
-            .await?;
+    if !metadata.is_empty() {
+        // One statement for all keys: `($1, $2, $3), ($1, $4, $5), …`.
+        let rows: Vec<String> = (0..metadata.len())
+            .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO memory_event_metadata (event_seq, meta_key, meta_value) VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(seq);
+        for (key, value) in metadata {
+            query = query.bind(key).bind(value);
+        }
+        query.execute(&mut *tx).await?;
     }
     sqlx::query(
         "INSERT INTO memory_sessions (memory_id, actor_id, session_id, created_at) VALUES ($1, $2, $3, $4) \
@@ -274,7 +288,7 @@ pub async fn insert_event(tx: &mut Tx, e: &EventRow, metadata: &[(String, String
     .bind(&e.actor_id)
     .bind(&e.session_id)
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(seq)
 }
@@ -302,12 +316,16 @@ pub async fn event(
 }
 
 /// An event anywhere in the memory (to resolve a branch root), in the caller's transaction.
-pub async fn event_in_memory(tx: &mut Tx, memory_id: &str, event_id: &str) -> Result<Option<EventRow>> {
+pub async fn event_in_memory<'e>(
+    db: impl Executor<'e, Database = Any>,
+    memory_id: &str,
+    event_id: &str,
+) -> Result<Option<EventRow>> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM memory_events WHERE memory_id = $1 AND event_id = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(memory_id)
         .bind(event_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(db)
         .await?;
     row.as_ref().map(|r| event_row(r, false)).transpose()
 }
@@ -369,7 +387,7 @@ pub async fn delete_event(
     .bind(event_id)
     .bind(actor_id)
     .bind(session_id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     let done = sqlx::query(
         "DELETE FROM memory_events WHERE memory_id = $1 AND event_id = $2 AND actor_id = $3 AND session_id = $4",
@@ -378,7 +396,7 @@ pub async fn delete_event(
     .bind(event_id)
     .bind(actor_id)
     .bind(session_id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected() > 0)
 }

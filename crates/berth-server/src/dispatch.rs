@@ -4,12 +4,15 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use berth_core::{Caller, ErrorKind, ids};
-use berth_store::idempotency::{self, Reservation, TokenKey};
+use std::collections::HashSet;
+
+use berth_store::idempotency::{self, StoredResponse, TokenKey};
 use berth_wire::router::RouteError;
 use berth_wire::sigv4::SignedRequest;
 use berth_wire::{AwsError, Operation, Plane, RawRequest, ServiceModel, bind_request};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
+use parking_lot::Mutex;
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -202,8 +205,6 @@ async fn run(
         .and_then(|name| input.get(name))
         .and_then(Value::as_str)
         .map(str::to_string);
-    let operation_key = format!("{plane:?}:{}", operation.name);
-    let account = caller.account.to_string();
 
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return match handler(caller, input).await {
@@ -215,30 +216,28 @@ async fn run(
         };
     };
     let key = TokenKey {
-        account_id: &account,
-        operation: &operation_key,
-        token: &token,
+        account_id: caller.account.to_string(),
+        operation: format!("{plane:?}:{}", operation.name),
+        token,
     };
     let mut without_token = input.clone();
     if let (Some(object), Some(name)) = (without_token.as_object_mut(), token_name) {
         object.remove(name);
     }
+    let request_hash = idempotency::request_hash(&without_token);
     let internal = |message: String| {
         error_response(
             &operation_error(model, operation, &ErrorKind::Internal, &message, request_id),
             request_id,
         )
     };
-    match store
-        .idempotency_reserve(&key, &idempotency::request_hash(&without_token))
-        .await
-    {
+    match store.idempotency_lookup(&key).await {
         Err(e) => return internal(e.to_string()),
-        Ok(Reservation::Replay { status, body }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(success);
-            return json_response(status, request_id, body.into_bytes());
+        Ok(Some(stored)) if stored.request_hash == request_hash => {
+            let status = StatusCode::from_u16(stored.status).unwrap_or(success);
+            return json_response(status, request_id, stored.body.into_bytes());
         }
-        Ok(Reservation::Mismatch) => {
+        Ok(Some(_)) => {
             let kind = ErrorKind::Validation {
                 reason: ErrorKind::REASON_IDEMPOTENT_MISMATCH,
                 fields: vec![],
@@ -249,31 +248,51 @@ async fn run(
                 request_id,
             );
         }
-        Ok(Reservation::InProgress) => {
-            let message = "a request with this client token is still in progress";
-            return error_response(
-                &operation_error(model, operation, &ErrorKind::Conflict, message, request_id),
-                request_id,
-            );
-        }
-        Ok(Reservation::New) => {}
+        Ok(None) => {}
     }
+    let Some(_running) = InFlight::claim(&state.inner.in_flight, &key) else {
+        let message = "a request with this client token is still in progress";
+        return error_response(
+            &operation_error(model, operation, &ErrorKind::Conflict, message, request_id),
+            request_id,
+        );
+    };
     match handler(caller, input).await {
         Ok(body) => {
-            let text = String::from_utf8_lossy(&body).into_owned();
-            if let Err(e) = store.idempotency_complete(&key, success.as_u16(), &text).await {
+            let stored = StoredResponse {
+                request_hash,
+                status: success.as_u16(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            };
+            if let Err(e) = store.idempotency_record(&key, &stored).await {
                 return internal(e.to_string());
             }
             json_response(success, request_id, body)
         }
-        Err(e) => {
-            if let Err(release) = store.idempotency_release(&key).await {
-                tracing::error!(error = %release, "could not release a client token");
-            }
-            error_response(
-                &operation_error(model, operation, &e.kind, &e.message, request_id),
-                request_id,
-            )
-        }
+        Err(e) => error_response(
+            &operation_error(model, operation, &e.kind, &e.message, request_id),
+            request_id,
+        ),
+    }
+}
+
+/// Marks a client token as running in this process until dropped, so a retry that arrives
+/// while the first attempt is still running does not run the operation a second time.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<TokenKey>>,
+    key: TokenKey,
+}
+
+impl<'a> InFlight<'a> {
+    fn claim(set: &'a Mutex<HashSet<TokenKey>>, key: &TokenKey) -> Option<Self> {
+        set.lock()
+            .insert(key.clone())
+            .then(|| InFlight { set, key: key.clone() })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.key);
     }
 }

@@ -1,5 +1,6 @@
 //! Shared server state and `/health`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -7,8 +8,10 @@ use axum::extract::State;
 use berth_core::Clock;
 use berth_memory::MemoryService;
 use berth_store::Store;
+use berth_store::idempotency::TokenKey;
 use berth_wire::Router as WireRouter;
 use berth_wire::sigv4::VerifierSettings;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::auth::KeyStore;
@@ -56,6 +59,8 @@ pub struct Inner {
     pub services: Services,
     pub router: WireRouter,
     pub registry: Registry,
+    /// Client tokens of requests running in this process (see `dispatch`).
+    pub in_flight: Mutex<HashSet<TokenKey>>,
 }
 
 impl AppState {
@@ -76,6 +81,7 @@ impl AppState {
                 services,
                 router: WireRouter::new(berth_wire::models()),
                 registry,
+                in_flight: Mutex::new(HashSet::new()),
             }),
         }
     }

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 pub use tokio::sync::Notify;
 
 use crate::{Result, Store};
@@ -32,18 +32,13 @@ pub struct Job {
 }
 
 /// Adds a job in the caller's transaction, due at `run_at` (milliseconds).
-pub async fn enqueue(
-    tx: &mut Transaction<'static, Any>,
-    kind: &str,
-    payload: &serde_json::Value,
-    run_at: i64,
-) -> Result<()> {
+pub async fn enqueue(tx: &mut AnyConnection, kind: &str, payload: &serde_json::Value, run_at: i64) -> Result<()> {
     sqlx::query("INSERT INTO jobs (kind, payload, run_at, attempts, created_at) VALUES ($1, $2, $3, 0, $4)")
         .bind(kind)
         .bind(payload.to_string())
         .bind(run_at)
         .bind(run_at)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

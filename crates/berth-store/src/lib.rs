@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod policies;
 pub mod tags;
+mod write;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct Store {
     /// SQLite allows one writer at a time; a single-connection pool queues writers fairly instead
     /// of letting them spin on `SQLITE_BUSY`. On PostgreSQL this is the same pool as `reader`.
     writer: AnyPool,
+    /// The SQLite group committer behind [`Store::write`]; `None` on PostgreSQL.
+    committer: Option<write::Committer>,
     clock: Arc<dyn Clock>,
 }
 
@@ -125,10 +128,12 @@ impl Store {
                 (shared.clone(), shared)
             }
         };
+        let committer = (backend == Backend::Sqlite).then(|| write::Committer::start(writer.clone()));
         let store = Store {
             backend,
             reader,
             writer,
+            committer,
             clock,
         };
         store.migrate().await?;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::{Result, Store};
 
@@ -40,7 +40,7 @@ impl Store {
 }
 
 /// Writes tags in the caller's transaction (a resource created with tags).
-pub async fn insert_tags(tx: &mut Transaction<'static, Any>, arn: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+pub async fn insert_tags(tx: &mut AnyConnection, arn: &str, tags: &BTreeMap<String, String>) -> Result<()> {
     for (key, value) in tags {
         sqlx::query(
             "INSERT INTO tags (resource_arn, tag_key, tag_value) VALUES ($1, $2, $3) \
@@ -49,21 +49,21 @@ pub async fn insert_tags(tx: &mut Transaction<'static, Any>, arn: &str, tags: &B
         .bind(arn)
         .bind(key)
         .bind(value)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     Ok(())
 }
 
 /// Removes every tag and the resource policy of a deleted resource, in the caller's transaction.
-pub async fn forget_resource(tx: &mut Transaction<'static, Any>, arn: &str) -> Result<()> {
+pub async fn forget_resource(tx: &mut AnyConnection, arn: &str) -> Result<()> {
     sqlx::query("DELETE FROM tags WHERE resource_arn = $1")
         .bind(arn)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM resource_policies WHERE resource_arn = $1")
         .bind(arn)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

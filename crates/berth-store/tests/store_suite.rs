@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use berth_core::{ManualClock, Timestamp};
-use berth_store::idempotency::{Reservation, TokenKey};
+use berth_store::idempotency::{StoredResponse, TokenKey};
 use berth_store::jobs::{self, Worker};
 use berth_store::testing::stores;
 
@@ -28,44 +28,88 @@ async fn migrations_apply_and_report_their_version() {
 }
 
 #[tokio::test]
-async fn idempotency_replays_refuses_mismatches_and_releases_failures() {
+async fn idempotency_records_first_responses_and_expires_them() {
     let clock = clock();
     for test in stores(Arc::new(clock.clone())).await {
         let store = &test.store;
         let key = TokenKey {
-            account_id: "123456789012",
-            operation: "CreateMemory",
-            token: "t-1",
+            account_id: "123456789012".into(),
+            operation: "CreateMemory".into(),
+            token: "t-1".into(),
         };
-        assert_eq!(store.idempotency_reserve(&key, "h1").await.unwrap(), Reservation::New);
-        assert_eq!(
-            store.idempotency_reserve(&key, "h1").await.unwrap(),
-            Reservation::InProgress
-        );
-        store.idempotency_complete(&key, 202, "{\"ok\":1}").await.unwrap();
-        assert_eq!(
-            store.idempotency_reserve(&key, "h1").await.unwrap(),
-            Reservation::Replay {
-                status: 202,
-                body: "{\"ok\":1}".into()
-            }
-        );
-        assert_eq!(
-            store.idempotency_reserve(&key, "h2").await.unwrap(),
-            Reservation::Mismatch
-        );
-
-        let other = TokenKey {
-            token: "t-2",
-            ..key.clone()
+        assert_eq!(store.idempotency_lookup(&key).await.unwrap(), None);
+        let first = StoredResponse {
+            request_hash: "h1".into(),
+            status: 202,
+            body: "{\"ok\":1}".into(),
         };
-        assert_eq!(store.idempotency_reserve(&other, "h1").await.unwrap(), Reservation::New);
-        store.idempotency_release(&other).await.unwrap();
-        assert_eq!(store.idempotency_reserve(&other, "h9").await.unwrap(), Reservation::New);
+        store.idempotency_record(&key, &first).await.unwrap();
+        assert_eq!(store.idempotency_lookup(&key).await.unwrap(), Some(first.clone()));
+        // A second record for a live token does not overwrite the first.
+        let second = StoredResponse {
+            request_hash: "h2".into(),
+            status: 202,
+            body: "{}".into(),
+        };
+        store.idempotency_record(&key, &second).await.unwrap();
+        assert_eq!(store.idempotency_lookup(&key).await.unwrap(), Some(first));
 
         clock.advance(berth_store::idempotency::RETENTION_MILLIS + 1);
-        assert_eq!(store.idempotency_reserve(&key, "h2").await.unwrap(), Reservation::New);
+        assert_eq!(store.idempotency_lookup(&key).await.unwrap(), None);
+        store.idempotency_record(&key, &second).await.unwrap();
+        assert_eq!(store.idempotency_lookup(&key).await.unwrap(), Some(second));
+        assert_eq!(store.idempotency_sweep().await.unwrap(), 0);
         clock.set(Timestamp(1_800_000_000_000));
+    }
+}
+
+#[tokio::test]
+async fn grouped_writes_are_durable_and_isolated_from_each_others_failures() {
+    for test in stores(Arc::new(clock())).await {
+        let store = test.store.clone();
+        let mut handles = Vec::new();
+        for i in 0..200_i64 {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                store
+                    .write(move |conn| {
+                        Box::pin(async move {
+                            if i % 10 == 0 {
+                                // Every tenth write fails after writing something.
+                                sqlx::query(
+                                    "INSERT INTO tags (resource_arn, tag_key, tag_value) VALUES ($1, 'k', 'v')",
+                                )
+                                .bind(format!("failed-{i}"))
+                                .execute(&mut *conn)
+                                .await?;
+                                return Err(berth_store::StoreError::Corrupt(format!("write {i} fails")));
+                            }
+                            sqlx::query("INSERT INTO tags (resource_arn, tag_key, tag_value) VALUES ($1, 'k', 'v')")
+                                .bind(format!("ok-{i}"))
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(i)
+                        })
+                    })
+                    .await
+            }));
+        }
+        let mut ok = 0;
+        for (i, handle) in handles.into_iter().enumerate() {
+            match handle.await.unwrap() {
+                Ok(value) => {
+                    assert_eq!(value, i as i64);
+                    ok += 1;
+                }
+                Err(error) => assert!(i % 10 == 0, "write {i} failed: {error}"),
+            }
+        }
+        assert_eq!(ok, 180);
+        for i in 0..200 {
+            let prefix = if i % 10 == 0 { "failed" } else { "ok" };
+            let tags = store.tags(&format!("{prefix}-{i}")).await.unwrap();
+            assert_eq!(tags.len(), usize::from(i % 10 != 0), "write {i}");
+        }
     }
 }
 

@@ -1,0 +1,185 @@
+//! The write path, with group commit on SQLite.
+//!
+//! SQLite has one writer at a time and every commit waits for `fsync` (`synchronous=FULL`), so
+//! committing each request alone caps throughput at one fsync per write and makes concurrent
+//! writers queue. [`Store::write`] instead hands each write to one committer task, which runs
+//! every write that is waiting in a single transaction and acknowledges them all after its one
+//! commit: the same durability, far fewer fsyncs under load. If any write in a batch fails, the
+//! batch is rolled back and each write runs again alone, so one write's failure never affects
+//! another's outcome. On PostgreSQL, which commits concurrent transactions in parallel, a write
+//! is simply its own transaction.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use sqlx::{AnyConnection, AnyPool, Connection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Backend, Result, Store, StoreError};
+
+/// The most writes committed together.
+const MAX_BATCH: usize = 256;
+
+/// What a write did, before its transaction committed.
+enum Outcome {
+    /// Wrote; to be told whether the commit made it durable.
+    Wrote(Box<dyn FnOnce(Option<StoreError>) + Send>),
+    /// Failed; the transaction must not commit with its changes.
+    Failed(Box<dyn FnOnce() + Send>),
+}
+
+/// A write, type-erased so writes of any result type share one queue. It may run twice (a batch
+/// that is rolled back runs each write again alone), so it holds its closure by reference.
+trait Write: Send + Sync {
+    fn run<'c>(self: Arc<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, Outcome>;
+}
+
+struct Typed<T, E, F> {
+    f: F,
+    reply: Mutex<Option<oneshot::Sender<Result<T, E>>>>,
+}
+
+impl<T, E, F> Typed<T, E, F> {
+    /// Answers the caller; only the first answer counts (a write that ran twice answers once).
+    fn answer(&self, result: Result<T, E>) {
+        if let Some(reply) = self.reply.lock().take() {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl<T, E, F> Write for Typed<T, E, F>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, E>> + Send + Sync + 'static,
+{
+    fn run<'c>(self: Arc<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, Outcome> {
+        Box::pin(async move {
+            let result = (self.f)(conn).await;
+            let this = self.clone();
+            match result {
+                Ok(value) => Outcome::Wrote(Box::new(move |commit: Option<StoreError>| {
+                    this.answer(match commit {
+                        None => Ok(value),
+                        Some(error) => Err(E::from(error)),
+                    })
+                })),
+                Err(error) => Outcome::Failed(Box::new(move || this.answer(Err(error)))),
+            }
+        })
+    }
+}
+
+/// The queue of writes waiting for the SQLite committer.
+#[derive(Clone)]
+pub(crate) struct Committer {
+    queue: mpsc::UnboundedSender<Arc<dyn Write>>,
+}
+
+impl Committer {
+    pub(crate) fn start(writer: AnyPool) -> Committer {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(commit_loop(writer, receiver));
+        Committer { queue }
+    }
+}
+
+async fn commit_loop(writer: AnyPool, mut receiver: mpsc::UnboundedReceiver<Arc<dyn Write>>) {
+    let mut batch: Vec<Arc<dyn Write>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = commit_batch(&writer, &batch).await {
+            tracing::error!(%error, writes = batch.len(), "could not reach the database to commit writes");
+            // Each write's reply is dropped with it, which its caller sees as a store error.
+        }
+        batch.clear();
+    }
+}
+
+/// Runs `batch` in one transaction; on any failure, rolls back and runs each write alone.
+async fn commit_batch(writer: &AnyPool, batch: &[Arc<dyn Write>]) -> Result<()> {
+    let mut conn = writer.acquire().await?;
+    if batch.len() > 1 {
+        let mut tx = conn.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for write in batch {
+            match write.clone().run(&mut tx).await {
+                Outcome::Wrote(deliver) => outcomes.push(deliver),
+                Outcome::Failed(_) => {
+                    outcomes.clear();
+                    break;
+                }
+            }
+        }
+        if outcomes.len() == batch.len() {
+            let committed = tx.commit().await.err().map(|e| e.to_string());
+            for deliver in outcomes {
+                deliver(
+                    committed
+                        .clone()
+                        .map(|e| StoreError::Corrupt(format!("commit failed: {e}"))),
+                );
+            }
+            return Ok(());
+        }
+        tx.rollback().await?;
+    }
+    for write in batch {
+        let mut tx = conn.begin().await?;
+        match write.clone().run(&mut tx).await {
+            Outcome::Wrote(deliver) => deliver(tx.commit().await.err().map(StoreError::from)),
+            Outcome::Failed(fail) => {
+                tx.rollback().await?;
+                fail();
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Runs `f` in a write transaction and returns its result once the transaction is durable.
+    ///
+    /// `f` may run more than once (after a rolled-back group commit), each time in a fresh
+    /// transaction, so it must build its writes from what it captured, not consume it. Reads
+    /// that decide whether to write belong before the call, on [`Store::reader`]; errors `f`
+    /// returns are expected to be rare (constraint violations), as each one makes its batch
+    /// run again write by write.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, E>> + Send + Sync + 'static,
+    {
+        match (&self.committer, self.backend) {
+            (Some(committer), Backend::Sqlite) => {
+                let (reply, answer) = oneshot::channel();
+                let write: Arc<dyn Write> = Arc::new(Typed {
+                    f,
+                    reply: Mutex::new(Some(reply)),
+                });
+                committer
+                    .queue
+                    .send(write)
+                    .map_err(|_| E::from(StoreError::Corrupt("the committer has stopped".into())))?;
+                answer
+                    .await
+                    .map_err(|_| E::from(StoreError::Corrupt("the write was dropped before it committed".into())))?
+            }
+            _ => {
+                let mut tx = self.writer.begin().await.map_err(StoreError::from)?;
+                let value = f(&mut tx).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok(value)
+            }
+        }
+    }
+}
