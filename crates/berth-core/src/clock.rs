@@ -24,10 +24,6 @@ impl Timestamp {
         (millis.is_finite() && (0.0..=253_402_300_799_000.0).contains(&millis)).then_some(Timestamp(millis as i64))
     }
 
-    pub fn plus_millis(self, millis: i64) -> Timestamp {
-        Timestamp(self.0.saturating_add(millis))
-    }
-
     /// ISO-8601 with milliseconds, as the services with `timestampFormat: iso8601` emit it.
     pub fn to_iso8601(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;

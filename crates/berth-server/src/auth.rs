@@ -29,14 +29,6 @@ impl KeyStore {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// Verifies a request's signature and returns the caller it identifies.
     pub fn authenticate(
         &self,

@@ -5,6 +5,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use berth_core::{Caller, ErrorKind, ids};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use berth_store::idempotency::{self, StoredResponse, TokenKey};
 use berth_wire::router::RouteError;
@@ -24,6 +25,9 @@ const ERROR_TYPE: &str = "x-amzn-errortype";
 /// Presigned URLs on the REST API may live as long as SigV4 allows (7 days); the WebSocket
 /// routes that cap it at 300 s check their own limit.
 const MAX_PRESIGN_SECONDS: u64 = 7 * 24 * 60 * 60;
+/// How long a request waits for another one with the same client token to finish.
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const IN_FLIGHT_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 fn json_response(status: StatusCode, request_id: &str, body: Vec<u8>) -> Response {
     let mut response = Response::new(if status == StatusCode::NO_CONTENT {
@@ -231,42 +235,58 @@ async fn run(
             request_id,
         )
     };
-    match store.idempotency_lookup(&key).await {
-        Err(e) => return internal(e.to_string()),
-        Ok(Some(stored)) if stored.request_hash == request_hash => {
-            let status = StatusCode::from_u16(stored.status).unwrap_or(success);
-            return json_response(status, request_id, stored.body.into_bytes());
+    // A request with the same token may be running (or recording its response); wait for it
+    // and answer as it did, up to a deadline.
+    let deadline = tokio::time::Instant::now() + IN_FLIGHT_WAIT;
+    let running = loop {
+        match store.idempotency_lookup(&key).await {
+            Err(e) => return internal(e.to_string()),
+            Ok(Some(stored)) if stored.request_hash == request_hash => {
+                let status = StatusCode::from_u16(stored.status).unwrap_or(success);
+                return json_response(status, request_id, stored.body.into_bytes());
+            }
+            Ok(Some(_)) => {
+                let kind = ErrorKind::Validation {
+                    reason: ErrorKind::REASON_IDEMPOTENT_MISMATCH,
+                    fields: vec![],
+                };
+                let message = "the client token was already used with different request parameters";
+                return error_response(
+                    &operation_error(model, operation, &kind, message, request_id),
+                    request_id,
+                );
+            }
+            Ok(None) => {}
         }
-        Ok(Some(_)) => {
-            let kind = ErrorKind::Validation {
-                reason: ErrorKind::REASON_IDEMPOTENT_MISMATCH,
-                fields: vec![],
-            };
-            let message = "the client token was already used with different request parameters";
+        if let Some(running) = InFlight::claim(&state.inner.in_flight, &key) {
+            break running;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let message = "a request with this client token is still in progress";
             return error_response(
-                &operation_error(model, operation, &kind, message, request_id),
+                &operation_error(model, operation, &ErrorKind::Conflict, message, request_id),
                 request_id,
             );
         }
-        Ok(None) => {}
-    }
-    let Some(_running) = InFlight::claim(&state.inner.in_flight, &key) else {
-        let message = "a request with this client token is still in progress";
-        return error_response(
-            &operation_error(model, operation, &ErrorKind::Conflict, message, request_id),
-            request_id,
-        );
+        tokio::time::sleep(IN_FLIGHT_POLL).await;
     };
     match handler(caller, input).await {
         Ok(body) => {
+            // The operation is durable; its token's record follows on the grouped write path
+            // while the response goes out. The token stays marked as running until the record
+            // is written, so a retry meanwhile is told to wait rather than run again.
             let stored = StoredResponse {
                 request_hash,
                 status: success.as_u16(),
                 body: String::from_utf8_lossy(&body).into_owned(),
             };
-            if let Err(e) = store.idempotency_record(&key, &stored).await {
-                return internal(e.to_string());
-            }
+            let store = store.clone();
+            tokio::spawn(async move {
+                if let Err(error) = store.idempotency_record(&running.key, &stored).await {
+                    tracing::error!(%error, "could not record a client token");
+                }
+                drop(running);
+            });
             json_response(success, request_id, body)
         }
         Err(e) => error_response(
@@ -278,20 +298,21 @@ async fn run(
 
 /// Marks a client token as running in this process until dropped, so a retry that arrives
 /// while the first attempt is still running does not run the operation a second time.
-struct InFlight<'a> {
-    set: &'a Mutex<HashSet<TokenKey>>,
+struct InFlight {
+    set: Arc<Mutex<HashSet<TokenKey>>>,
     key: TokenKey,
 }
 
-impl<'a> InFlight<'a> {
-    fn claim(set: &'a Mutex<HashSet<TokenKey>>, key: &TokenKey) -> Option<Self> {
-        set.lock()
-            .insert(key.clone())
-            .then(|| InFlight { set, key: key.clone() })
+impl InFlight {
+    fn claim(set: &Arc<Mutex<HashSet<TokenKey>>>, key: &TokenKey) -> Option<Self> {
+        set.lock().insert(key.clone()).then(|| InFlight {
+            set: set.clone(),
+            key: key.clone(),
+        })
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.set.lock().remove(&self.key);
     }

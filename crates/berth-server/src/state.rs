@@ -60,7 +60,7 @@ pub struct Inner {
     pub router: WireRouter,
     pub registry: Registry,
     /// Client tokens of requests running in this process (see `dispatch`).
-    pub in_flight: Mutex<HashSet<TokenKey>>,
+    pub in_flight: Arc<Mutex<HashSet<TokenKey>>>,
 }
 
 impl AppState {
@@ -81,7 +81,7 @@ impl AppState {
                 services,
                 router: WireRouter::new(berth_wire::models()),
                 registry,
-                in_flight: Mutex::new(HashSet::new()),
+                in_flight: Arc::new(Mutex::new(HashSet::new())),
             }),
         }
     }

@@ -191,14 +191,6 @@ impl Store {
     }
 }
 
-/// A `$1, $2, …` placeholder list starting at `first`, for `IN (…)` clauses.
-pub fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Fresh stores for tests: a temporary SQLite file always, and a fresh PostgreSQL database when
 /// `BERTH_TEST_POSTGRES_URL` names a server (the test command starts one). Every store test runs
 /// against each.
