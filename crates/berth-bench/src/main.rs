@@ -109,19 +109,26 @@ fn event_body(session: &str, i: usize) -> Vec<u8> {
 /// Runs `total` requests from `clients` concurrent clients; `make` builds request `i` of client `c`.
 async fn drive<F>(clients: usize, total: usize, make: F) -> anyhow::Result<Stats>
 where
-    F: Fn(usize, usize) -> anyhow::Result<(http::Request<Full<Bytes>>, u16)> + Send + Sync + 'static,
+    F: Fn(usize, usize) -> anyhow::Result<(http::Request<Full<Bytes>>, u16)>,
 {
-    let make = Arc::new(make);
+    // Requests are built and signed before the clock starts, so the load generator's own
+    // signing does not compete with the server for the machine's cores while it is measured.
     let per_client = total / clients;
+    let mut prepared = Vec::with_capacity(clients);
+    for c in 0..clients {
+        prepared.push(
+            (0..per_client)
+                .map(|i| make(c, i))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        );
+    }
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..clients {
-        let make = make.clone();
+    for requests in prepared {
         tasks.spawn(async move {
             let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-            let mut latencies = Vec::with_capacity(per_client);
-            for i in 0..per_client {
-                let (request, expect) = make(c, i)?;
+            let mut latencies = Vec::with_capacity(requests.len());
+            for (request, expect) in requests {
                 let t = Instant::now();
                 send(&client, request, expect).await?;
                 latencies.push(t.elapsed());
@@ -139,30 +146,36 @@ where
 /// Inserts through the store layer's write path, as CreateEvent does.
 async fn raw_store(store: &Store, memory_id: &str, clients: usize, total: usize) -> anyhow::Result<Stats> {
     let per_client = total / clients;
+    let mut prepared = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let mut rows = Vec::with_capacity(per_client);
+        for i in 0..per_client {
+            let body: serde_json::Value = serde_json::from_slice(&event_body("raw", i))?;
+            rows.push(EventRow {
+                seq: 0,
+                memory_id: memory_id.to_string(),
+                actor_id: "bench-actor".into(),
+                session_id: format!("raw-{clients}-{c}"),
+                event_id: berth_core::ids::event_id(berth_core::Timestamp(1_800_000_000_000 + i as i64)),
+                event_time: 1_800_000_000_000 + i as i64,
+                branch_name: None,
+                root_event_id: None,
+                payload: body["payload"].to_string(),
+                metadata: Some(body["metadata"].to_string()),
+            });
+        }
+        prepared.push(rows);
+    }
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..clients {
+    for rows in prepared {
         let store = store.clone();
-        let memory_id = memory_id.to_string();
         tasks.spawn(async move {
-            let mut latencies = Vec::with_capacity(per_client);
-            for i in 0..per_client {
-                let body: serde_json::Value = serde_json::from_slice(&event_body("raw", i))?;
-                let t = Instant::now();
-                let row = EventRow {
-                    seq: 0,
-                    memory_id: memory_id.clone(),
-                    actor_id: "bench-actor".into(),
-                    session_id: format!("raw-{c}"),
-                    event_id: berth_core::ids::event_id(berth_core::Timestamp(1_800_000_000_000 + i as i64)),
-                    event_time: 1_800_000_000_000 + i as i64,
-                    branch_name: None,
-                    root_event_id: None,
-                    payload: body["payload"].to_string(),
-                    metadata: Some(body["metadata"].to_string()),
-                };
+            let mut latencies = Vec::with_capacity(rows.len());
+            for row in rows {
                 let metadata = vec![("kind".to_string(), "turn".to_string())];
                 let now = store.now();
+                let t = Instant::now();
                 store
                     .write(move |conn| {
                         let (row, metadata) = (row.clone(), metadata.clone());
