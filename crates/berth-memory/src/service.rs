@@ -1,10 +1,12 @@
 //! One `async fn` per Memory operation.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use berth_core::{Arn, Caller, PageToken, Timestamp, ids};
 use berth_store::jobs::{self, JobHandler, Notify, Worker};
 use berth_store::{Store, StoreError};
+use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -30,7 +32,13 @@ pub struct MemoryService {
     store: Store,
     region: String,
     wake_worker: Option<Arc<Notify>>,
+    /// Sessions this process has seen recorded, so CreateEvent skips re-recording them. Entries
+    /// never go stale: session rows are only removed with their memory, whose id is never reused.
+    known_sessions: Arc<Mutex<HashSet<(String, String, String)>>>,
 }
+
+/// How many sessions [`MemoryService`] remembers before it starts over.
+const KNOWN_SESSIONS_LIMIT: usize = 100_000;
 
 fn seconds(millis: i64) -> f64 {
     Timestamp(millis).epoch_seconds()
@@ -46,6 +54,7 @@ impl MemoryService {
             store,
             region: region.into(),
             wake_worker: None,
+            known_sessions: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -536,16 +545,25 @@ impl MemoryService {
             metadata: input.metadata.map(|m| serde_json::to_string(&m).unwrap_or_default()),
         };
         let (stored, now) = (row.clone(), self.store.now());
+        let session_key = (row.memory_id.clone(), row.actor_id.clone(), row.session_id.clone());
+        let new_session = !self.known_sessions.lock().contains(&session_key);
         self.store
             .write(move |conn| {
                 let (row, metadata) = (stored.clone(), metadata.clone());
                 Box::pin(async move {
-                    db::insert_event(conn, &row, &metadata, now)
+                    db::insert_event(conn, &row, &metadata, new_session, now)
                         .await
                         .map_err(MemoryError::from)
                 })
             })
             .await?;
+        if new_session {
+            let mut known = self.known_sessions.lock();
+            if known.len() >= KNOWN_SESSIONS_LIMIT {
+                known.clear();
+            }
+            known.insert(session_key);
+        }
         Ok(EventOutput {
             event: Self::event_output(row)?,
         })

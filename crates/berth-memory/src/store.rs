@@ -247,8 +247,15 @@ pub async fn delete_memory(tx: &mut Tx, memory_id: &str, arn: &str) -> Result<()
 
 // ---- events --------------------------------------------------------------------------------
 
-/// Inserts an event with its metadata rows and records its session. Returns the event's `seq`.
-pub async fn insert_event(tx: &mut Tx, e: &EventRow, metadata: &[(String, String)], now: i64) -> Result<i64> {
+/// Inserts an event with its metadata rows and, when `new_session` says the session may not be
+/// recorded yet, records its session. Returns the event's `seq`.
+pub async fn insert_event(
+    tx: &mut Tx,
+    e: &EventRow,
+    metadata: &[(String, String)],
+    new_session: bool,
+    now: i64,
+) -> Result<i64> {
     let seq: i64 = sqlx::query_scalar(
         "INSERT INTO memory_events (memory_id, actor_id, session_id, event_id, event_time, branch_name, root_event_id, payload, metadata, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
@@ -280,16 +287,18 @@ pub async fn insert_event(tx: &mut Tx, e: &EventRow, metadata: &[(String, String
         }
         query.execute(&mut *tx).await?;
     }
-    sqlx::query(
-        "INSERT INTO memory_sessions (memory_id, actor_id, session_id, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (memory_id, actor_id, session_id) DO NOTHING",
-    )
-    .bind(&e.memory_id)
-    .bind(&e.actor_id)
-    .bind(&e.session_id)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    if new_session {
+        sqlx::query(
+            "INSERT INTO memory_sessions (memory_id, actor_id, session_id, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (memory_id, actor_id, session_id) DO NOTHING",
+        )
+        .bind(&e.memory_id)
+        .bind(&e.actor_id)
+        .bind(&e.session_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(seq)
 }
 

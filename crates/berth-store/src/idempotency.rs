@@ -55,7 +55,7 @@ impl Store {
     /// Records a completed request's response. An expired record for the token is replaced.
     pub async fn idempotency_record(&self, key: &TokenKey, response: &StoredResponse) -> Result<()> {
         let (key, response, now) = (key.clone(), response.clone(), self.now());
-        self.write(move |conn| {
+        self.write_lazy(move |conn| {
             let (key, response) = (key.clone(), response.clone());
             Box::pin(async move {
                 sqlx::query(

@@ -89,8 +89,32 @@ impl std::fmt::Debug for Store {
 
 /// The SQLite settings every connection gets: WAL for concurrent readers, `synchronous=FULL` so a
 /// commit is on disk before the request that made it is acknowledged, foreign keys for cascades.
-const SQLITE_PRAGMAS: &str =
-    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;";
+/// Automatic checkpoints are off: they would run inside whichever commit crosses the threshold and
+/// stall every write of that group commit. A background task checkpoints instead
+/// ([`CHECKPOINT_INTERVAL`]).
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; \
+     PRAGMA busy_timeout=10000; PRAGMA wal_autocheckpoint=0;";
+
+/// How often the background task moves the SQLite write-ahead log into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Checkpoints the SQLite WAL without blocking writers (`PASSIVE`), until the pool closes.
+async fn checkpoint_loop(pool: AnyPool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(%error, "WAL checkpoint failed");
+        }
+    }
+}
 
 impl Store {
     /// Opens (creating if needed) the database at `url` and runs pending migrations.
@@ -129,6 +153,9 @@ impl Store {
             }
         };
         let committer = (backend == Backend::Sqlite).then(|| write::Committer::start(writer.clone()));
+        if backend == Backend::Sqlite {
+            tokio::spawn(checkpoint_loop(reader.clone()));
+        }
         let store = Store {
             backend,
             reader,

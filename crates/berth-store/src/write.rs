@@ -20,6 +20,8 @@ use crate::{Backend, Result, Store, StoreError};
 
 /// The most writes committed together.
 const MAX_BATCH: usize = 256;
+/// How long a batch of only lazy writes waits for an eager write to share its commit.
+const LAZY_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What a write did, before its transaction committed.
 enum Outcome {
@@ -33,11 +35,14 @@ enum Outcome {
 /// that is rolled back runs each write again alone), so it holds its closure by reference.
 trait Write: Send + Sync {
     fn run<'c>(self: Arc<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, Outcome>;
+    /// Whether the write may wait a moment for company (see [`Store::write_lazy`]).
+    fn lazy(&self) -> bool;
 }
 
 struct Typed<T, E, F> {
     f: F,
     reply: Mutex<Option<oneshot::Sender<Result<T, E>>>>,
+    lazy: bool,
 }
 
 impl<T, E, F> Typed<T, E, F> {
@@ -55,6 +60,10 @@ where
     E: From<StoreError> + Send + 'static,
     F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, E>> + Send + Sync + 'static,
 {
+    fn lazy(&self) -> bool {
+        self.lazy
+    }
+
     fn run<'c>(self: Arc<Self>, conn: &'c mut AnyConnection) -> BoxFuture<'c, Outcome> {
         Box::pin(async move {
             let result = (self.f)(conn).await;
@@ -90,10 +99,20 @@ async fn commit_loop(writer: AnyPool, mut receiver: mpsc::UnboundedReceiver<Arc<
     let mut batch: Vec<Arc<dyn Write>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = receiver.recv().await {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        loop {
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            // Lazy writes alone wait briefly, so they share the next eager write's fsync.
+            if batch.len() >= MAX_BATCH || !batch.iter().all(|w| w.lazy()) {
+                break;
+            }
+            match tokio::time::timeout(LAZY_WAIT, receiver.recv()).await {
+                Ok(Some(next)) => batch.push(next),
+                _ => break,
             }
         }
         if let Err(error) = commit_batch(&writer, &batch).await {
@@ -159,12 +178,34 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, E>> + Send + Sync + 'static,
     {
+        self.submit(f, false).await
+    }
+
+    /// Like [`Store::write`], for writes nobody waits on (bookkeeping after a response): on
+    /// SQLite the write may wait a few milliseconds for an eager write to commit with, so it
+    /// costs no fsync of its own.
+    pub async fn write_lazy<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, E>> + Send + Sync + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    async fn submit<T, E, F>(&self, f: F, lazy: bool) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, E>> + Send + Sync + 'static,
+    {
         match (&self.committer, self.backend) {
             (Some(committer), Backend::Sqlite) => {
                 let (reply, answer) = oneshot::channel();
                 let write: Arc<dyn Write> = Arc::new(Typed {
                     f,
                     reply: Mutex::new(Some(reply)),
+                    lazy,
                 });
                 committer
                     .queue
