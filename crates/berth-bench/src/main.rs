@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio::task::JoinSet;
+
 use anyhow::Context;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -106,6 +108,15 @@ fn event_body(session: &str, i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Waits for every client task and summarises their latencies.
+async fn gather(mut tasks: JoinSet<anyhow::Result<Vec<Duration>>>, started: Instant) -> anyhow::Result<Stats> {
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    Ok(stats(latencies, started.elapsed()))
+}
+
 /// Runs `total` requests from `clients` concurrent clients; `make` builds request `i` of client `c`.
 async fn drive<F>(clients: usize, total: usize, make: F) -> anyhow::Result<Stats>
 where
@@ -123,7 +134,7 @@ where
         );
     }
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = JoinSet::new();
     for requests in prepared {
         tasks.spawn(async move {
             let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
@@ -136,11 +147,7 @@ where
             anyhow::Ok(latencies)
         });
     }
-    let mut latencies = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        latencies.extend(done??);
-    }
-    Ok(stats(latencies, started.elapsed()))
+    gather(tasks, started).await
 }
 
 /// Inserts through the store layer's write path, as CreateEvent does.
@@ -167,7 +174,7 @@ async fn raw_store(store: &Store, memory_id: &str, clients: usize, total: usize)
         prepared.push(rows);
     }
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = JoinSet::new();
     for rows in prepared {
         let store = store.clone();
         tasks.spawn(async move {
@@ -187,11 +194,7 @@ async fn raw_store(store: &Store, memory_id: &str, clients: usize, total: usize)
             anyhow::Ok(latencies)
         });
     }
-    let mut latencies = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        latencies.extend(done??);
-    }
-    Ok(stats(latencies, started.elapsed()))
+    gather(tasks, started).await
 }
 
 fn row(name: &str, backend: &str, clients: usize, s: &Stats) {
