@@ -30,6 +30,26 @@ fn create_input(name: &str) -> CreateMemoryInput {
     .unwrap()
 }
 
+/// A memory service on `store` with its job worker, which tests drive by hand.
+fn service(store: &berth_store::Store) -> (MemoryService, Worker) {
+    let mut worker = Worker::new(store.clone());
+    let mut memory = MemoryService::new(store.clone(), "us-east-1");
+    memory.attach_worker(&mut worker);
+    (memory, worker)
+}
+
+/// Creates a memory and runs the worker so it is ACTIVE. Returns its id.
+async fn active_memory(memory: &MemoryService, worker: &Worker, caller: &Caller, name: &str) -> String {
+    let id = memory
+        .create_memory(caller, create_input(name))
+        .await
+        .unwrap()
+        .memory
+        .id;
+    worker.run_due().await.unwrap();
+    id
+}
+
 fn event(memory_id: &str, session: &str, text: &str, at_seconds: f64) -> CreateEventInput {
     serde_json::from_value(json!({
         "memoryId": memory_id, "actorId": "actor-1", "sessionId": session, "eventTimestamp": at_seconds,
@@ -46,9 +66,7 @@ fn list(memory_id: &str, session: &str) -> ListEventsInput {
 async fn create_settles_to_active_through_the_job_worker() {
     let clock = ManualClock::new(Timestamp(START));
     for test in stores(Arc::new(clock.clone())).await {
-        let mut worker = Worker::new(test.store.clone());
-        let mut memory = MemoryService::new(test.store.clone(), "us-east-1");
-        memory.attach_worker(&mut worker);
+        let (memory, worker) = service(&test.store);
         let alice = caller("111111111111");
 
         let created = memory
@@ -110,17 +128,9 @@ async fn events_expire_after_the_memory_retention() {
     let clock = ManualClock::new(Timestamp(START));
     for test in stores(Arc::new(clock.clone())).await {
         clock.set(Timestamp(START));
-        let mut worker = Worker::new(test.store.clone());
-        let mut memory = MemoryService::new(test.store.clone(), "us-east-1");
-        memory.attach_worker(&mut worker);
+        let (memory, worker) = service(&test.store);
         let alice = caller("111111111111");
-        let id = memory
-            .create_memory(&alice, create_input("expiring"))
-            .await
-            .unwrap()
-            .memory
-            .id;
-        worker.run_due().await.unwrap();
+        let id = active_memory(&memory, &worker, &alice, "expiring").await;
 
         memory
             .create_event(&alice, event(&id, "s1", "old", 1_700_000_000.0))
@@ -151,17 +161,9 @@ async fn events_expire_after_the_memory_retention() {
 async fn events_order_newest_first_with_ties_broken_by_arrival() {
     let clock = ManualClock::new(Timestamp(START));
     for test in stores(Arc::new(clock.clone())).await {
-        let mut worker = Worker::new(test.store.clone());
-        let mut memory = MemoryService::new(test.store.clone(), "us-east-1");
-        memory.attach_worker(&mut worker);
+        let (memory, worker) = service(&test.store);
         let alice = caller("111111111111");
-        let id = memory
-            .create_memory(&alice, create_input("ordering"))
-            .await
-            .unwrap()
-            .memory
-            .id;
-        worker.run_due().await.unwrap();
+        let id = active_memory(&memory, &worker, &alice, "ordering").await;
         let mut ids = Vec::new();
         for (text, at) in [("a", 10.0), ("b", 10.0), ("c", 5.0), ("d", 20.0)] {
             ids.push(
@@ -193,17 +195,9 @@ async fn events_order_newest_first_with_ties_broken_by_arrival() {
 async fn delete_removes_the_memory_and_its_events() {
     let clock = ManualClock::new(Timestamp(START));
     for test in stores(Arc::new(clock.clone())).await {
-        let mut worker = Worker::new(test.store.clone());
-        let mut memory = MemoryService::new(test.store.clone(), "us-east-1");
-        memory.attach_worker(&mut worker);
+        let (memory, worker) = service(&test.store);
         let alice = caller("111111111111");
-        let id = memory
-            .create_memory(&alice, create_input("doomed"))
-            .await
-            .unwrap()
-            .memory
-            .id;
-        worker.run_due().await.unwrap();
+        let id = active_memory(&memory, &worker, &alice, "doomed").await;
         memory.create_event(&alice, event(&id, "s", "x", 1.0)).await.unwrap();
         let deleted = memory
             .delete_memory(&alice, MemoryIdInput { memory_id: id.clone() })
