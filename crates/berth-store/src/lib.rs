@@ -132,6 +132,9 @@ impl Store {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(30))
+                // A ping before every acquire doubles the round trips of every query (and on
+                // SQLite, the thread hand-offs); a broken connection fails its query instead.
+                .test_before_acquire(false)
                 .after_connect(move |conn, _| {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {
