@@ -76,7 +76,7 @@ pub struct Store {
     /// SQLite allows one writer at a time; a single-connection pool queues writers fairly instead
     /// of letting them spin on `SQLITE_BUSY`. On PostgreSQL this is the same pool as `reader`.
     writer: AnyPool,
-    /// The SQLite group committer behind [`Store::write`]; `None` on PostgreSQL.
+    /// The group committer behind [`Store::write`] (SQLite) and [`Store::write_lazy`] (both).
     committer: Option<write::Committer>,
     clock: Arc<dyn Clock>,
 }
@@ -155,7 +155,7 @@ impl Store {
                 (shared.clone(), shared)
             }
         };
-        let committer = (backend == Backend::Sqlite).then(|| write::Committer::start(writer.clone()));
+        let committer = Some(write::Committer::start(writer.clone()));
         if backend == Backend::Sqlite {
             tokio::spawn(checkpoint_loop(reader.clone()));
         }

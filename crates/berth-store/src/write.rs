@@ -7,7 +7,8 @@
 //! commit: the same durability, far fewer fsyncs under load. If any write in a batch fails, the
 //! batch is rolled back and each write runs again alone, so one write's failure never affects
 //! another's outcome. On PostgreSQL, which commits concurrent transactions in parallel, a write
-//! is simply its own transaction.
+//! is simply its own transaction, except lazy writes ([`Store::write_lazy`]), which are grouped
+//! there too.
 
 use std::sync::Arc;
 
@@ -199,8 +200,11 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, E>> + Send + Sync + 'static,
     {
-        match (&self.committer, self.backend) {
-            (Some(committer), Backend::Sqlite) => {
+        // SQLite groups every write; PostgreSQL commits concurrent transactions in parallel, so
+        // only lazy writes, which nobody waits on, are grouped there.
+        let grouped = lazy || self.backend == Backend::Sqlite;
+        match &self.committer {
+            Some(committer) if grouped => {
                 let (reply, answer) = oneshot::channel();
                 let write: Arc<dyn Write> = Arc::new(Typed {
                     f,
