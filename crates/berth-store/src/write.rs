@@ -145,7 +145,7 @@ async fn commit_batch(writer: &AnyPool, batch: &[Arc<dyn Write>]) -> Result<()> 
                 deliver(
                     committed
                         .clone()
-                        .map(|e| StoreError::Corrupt(format!("commit failed: {e}"))),
+                        .map(|e| StoreError::Unavailable(format!("commit failed: {e}"))),
                 );
             }
             return Ok(());
@@ -214,10 +214,12 @@ impl Store {
                 committer
                     .queue
                     .send(write)
-                    .map_err(|_| E::from(StoreError::Corrupt("the committer has stopped".into())))?;
-                answer
-                    .await
-                    .map_err(|_| E::from(StoreError::Corrupt("the write was dropped before it committed".into())))?
+                    .map_err(|_| E::from(StoreError::Unavailable("the committer has stopped".into())))?;
+                answer.await.map_err(|_| {
+                    E::from(StoreError::Unavailable(
+                        "the write was dropped before it committed".into(),
+                    ))
+                })?
             }
             _ => {
                 let mut tx = self.writer.begin().await.map_err(StoreError::from)?;

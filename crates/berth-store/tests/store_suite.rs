@@ -82,7 +82,7 @@ async fn grouped_writes_are_durable_and_isolated_from_each_others_failures() {
                                 .bind(format!("failed-{i}"))
                                 .execute(&mut *conn)
                                 .await?;
-                                return Err(berth_store::StoreError::Corrupt(format!("write {i} fails")));
+                                return Err(berth_store::StoreError::Unavailable(format!("write {i} fails")));
                             }
                             sqlx::query("INSERT INTO tags (resource_arn, tag_key, tag_value) VALUES ($1, 'k', 'v')")
                                 .bind(format!("ok-{i}"))
