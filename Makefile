@@ -39,7 +39,7 @@ $(VENV_STAMP): $(REQUIREMENTS)
 venv: $(VENV_STAMP)
 
 postgres:
-	@bash tools/ensure-postgres.sh >/dev/null
+	@bash tools/ensure-postgres.sh --drop-test-databases >/dev/null
 
 lint:
 	cargo fmt --all -- --check

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure a PostgreSQL server for Berth's tests is running, installing Debian's PostgreSQL
 # when it is missing, and prints its admin URL. Idempotent: a second run only checks.
+# With --drop-test-databases it also drops the databases earlier test runs created.
 #
 # The server is a private cluster (trust auth, loopback only, port $BERTH_PG_PORT) in
 # $BERTH_PG_DIR, so it never touches a system cluster.
@@ -20,8 +21,18 @@ if [ -z "$BIN" ] || [ ! -x "$BIN/initdb" ]; then
   BIN="$(find_bin)"
 fi
 
-if "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
+drop_test_databases() {
+  "$BIN/psql" "$URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'berth\_test\_%' OR datname LIKE 'berth\_conf\_%' OR datname LIKE 'berth\_bench\_%'" |
+    while read -r name; do "$BIN/psql" "$URL" -qc "DROP DATABASE IF EXISTS \"$name\"" >/dev/null; done
+}
+
+ready() {
+  "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" || return 1
+  if [ "${1:-}" = "--drop-test-databases" ]; then drop_test_databases; fi
   echo "$URL"
+}
+
+if ready "${1:-}"; then
   exit 0
 fi
 
@@ -37,7 +48,7 @@ fi
 "${RUN_AS[@]}" "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 60 \
   -o "-p $PORT -c listen_addresses=127.0.0.1 -k $DIR -c fsync=on" start >/dev/null
 for _ in $(seq 1 60); do
-  "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" && { echo "$URL"; exit 0; }
+  ready "${1:-}" && exit 0
   sleep 0.5
 done
 echo "ensure-postgres: the server did not become ready; see $DIR/server.log" >&2
