@@ -180,13 +180,12 @@ async fn raw_store(store: &Store, memory_id: &str, clients: usize, total: usize)
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(rows.len());
             for (i, row) in rows.into_iter().enumerate() {
-                let metadata = vec![("kind".to_string(), "turn".to_string())];
                 let now = store.now();
                 let t = Instant::now();
                 store
                     .write(move |conn| {
-                        let (row, metadata) = (row.clone(), metadata.clone());
-                        Box::pin(async move { db::insert_event(conn, &row, &metadata, i == 0, now).await })
+                        let row = row.clone();
+                        Box::pin(async move { db::insert_event(conn, &row, i == 0, now).await })
                     })
                     .await?;
                 latencies.push(t.elapsed());

@@ -150,6 +150,7 @@ pub struct CreateEventInput {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct MetadataValue {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub string_value: Option<String>,
 }
 

@@ -491,12 +491,6 @@ impl MemoryService {
             MemoryError::invalid("eventTimestamp", "eventTimestamp must be a time between 1970 and 9999")
         })?;
         let session_id = input.session_id.unwrap_or_else(|| ids::random_alphanumeric(32));
-        let metadata: Vec<(String, String)> = input
-            .metadata
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.string_value.clone().unwrap_or_default()))
-            .collect();
         // Every check reads before the write, so the write itself only fails on I/O.
         let reader = self.store.reader();
         let (branch_name, root_event_id) = match input.branch {
@@ -549,9 +543,9 @@ impl MemoryService {
         let new_session = !self.known_sessions.lock().contains(&session_key);
         self.store
             .write(move |conn| {
-                let (row, metadata) = (stored.clone(), metadata.clone());
+                let row = stored.clone();
                 Box::pin(async move {
-                    db::insert_event(conn, &row, &metadata, new_session, now)
+                    db::insert_event(conn, &row, new_session, now)
                         .await
                         .map_err(MemoryError::from)
                 })

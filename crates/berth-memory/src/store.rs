@@ -1,7 +1,7 @@
 //! Memory's tables. Portable SQL (see `berth_store`): it runs unchanged on SQLite and PostgreSQL.
 
 use berth_store::sqlx::{self, Any, AnyConnection, Executor, Row, any::AnyRow};
-use berth_store::{Result, Store, StoreError};
+use berth_store::{Backend, Result, Store, StoreError};
 use serde_json::{Map, Value};
 
 /// A connection inside a write transaction (`Store::begin` or `Store::write`).
@@ -234,7 +234,6 @@ pub async fn list_memories(
 /// Removes a memory with its strategies, events, sessions, tags and policy.
 pub async fn delete_memory(tx: &mut Tx, memory_id: &str, arn: &str) -> Result<()> {
     for sql in [
-        "DELETE FROM memory_event_metadata WHERE event_seq IN (SELECT seq FROM memory_events WHERE memory_id = $1)",
         "DELETE FROM memory_events WHERE memory_id = $1",
         "DELETE FROM memory_sessions WHERE memory_id = $1",
         "DELETE FROM memory_strategies WHERE memory_id = $1",
@@ -247,18 +246,12 @@ pub async fn delete_memory(tx: &mut Tx, memory_id: &str, arn: &str) -> Result<()
 
 // ---- events --------------------------------------------------------------------------------
 
-/// Inserts an event with its metadata rows and, when `new_session` says the session may not be
-/// recorded yet, records its session. Returns the event's `seq`.
-pub async fn insert_event(
-    tx: &mut Tx,
-    e: &EventRow,
-    metadata: &[(String, String)],
-    new_session: bool,
-    now: i64,
-) -> Result<i64> {
-    let seq: i64 = sqlx::query_scalar(
+/// Inserts an event and, when `new_session` says the session may not be recorded yet, records
+/// its session. Metadata stays in the event's JSON `metadata` column; filters read it there.
+pub async fn insert_event(tx: &mut Tx, e: &EventRow, new_session: bool, now: i64) -> Result<()> {
+    sqlx::query(
         "INSERT INTO memory_events (memory_id, actor_id, session_id, event_id, event_time, branch_name, root_event_id, payload, metadata, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&e.memory_id)
     .bind(&e.actor_id)
@@ -270,23 +263,8 @@ pub async fn insert_event(
     .bind(&e.payload)
     .bind(&e.metadata)
     .bind(now)
-    .fetch_one(&mut *tx)
+    .execute(&mut *tx)
     .await?;
-    if !metadata.is_empty() {
-        // One statement for all keys: `($1, $2, $3), ($1, $4, $5), …`.
-        let rows: Vec<String> = (0..metadata.len())
-            .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
-            .collect();
-        let sql = format!(
-            "INSERT INTO memory_event_metadata (event_seq, meta_key, meta_value) VALUES {}",
-            rows.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(seq);
-        for (key, value) in metadata {
-            query = query.bind(key).bind(value);
-        }
-        query.execute(&mut *tx).await?;
-    }
     if new_session {
         sqlx::query(
             "INSERT INTO memory_sessions (memory_id, actor_id, session_id, created_at) VALUES ($1, $2, $3, $4) \
@@ -299,7 +277,7 @@ pub async fn insert_event(
         .execute(&mut *tx)
         .await?;
     }
-    Ok(seq)
+    Ok(())
 }
 
 /// One event of a session, with its payload.
@@ -388,16 +366,6 @@ pub async fn delete_event(
     session_id: &str,
     event_id: &str,
 ) -> Result<bool> {
-    sqlx::query(
-        "DELETE FROM memory_event_metadata WHERE event_seq IN \
-         (SELECT seq FROM memory_events WHERE memory_id = $1 AND event_id = $2 AND actor_id = $3 AND session_id = $4)",
-    )
-    .bind(memory_id)
-    .bind(event_id)
-    .bind(actor_id)
-    .bind(session_id)
-    .execute(&mut *tx)
-    .await?;
     let done = sqlx::query(
         "DELETE FROM memory_events WHERE memory_id = $1 AND event_id = $2 AND actor_id = $3 AND session_id = $4",
     )
@@ -483,23 +451,41 @@ pub async fn list_events(store: &Store, q: &EventQuery<'_>) -> Result<Vec<EventR
         }
         sql.push_str(&format!(" AND ({})", clauses.join(" OR ")));
     }
+    // Metadata lives in the event's JSON column: `{"key": {"stringValue": "…"}}`. SQLite reads it
+    // with a quoted JSON path (keys cannot contain quotes: the model's key pattern), PostgreSQL
+    // as jsonb.
+    let postgres = store.backend() == Backend::Postgres;
     for condition in &q.metadata {
-        let (negate, key, value) = match condition {
-            MetadataCondition::Equals(k, v) => ("", k, Some(v)),
-            MetadataCondition::Exists(k) => ("", k, None),
-            MetadataCondition::NotExists(k) => ("NOT ", k, None),
+        let (key, value, present) = match condition {
+            MetadataCondition::Equals(k, v) => (k, Some(v), true),
+            MetadataCondition::Exists(k) => (k, None, true),
+            MetadataCondition::NotExists(k) => (k, None, false),
         };
-        let k = placeholder(Arg::Text(Some(key.clone())), &mut args);
-        let mut exists = format!(
-            " AND {negate}EXISTS (SELECT 1 FROM memory_event_metadata m WHERE m.event_seq = e.seq AND m.meta_key = {k}"
-        );
-        if let Some(value) = value {
-            let v = placeholder(Arg::Text(Some(value.clone())), &mut args);
-            exists.push_str(&format!(" AND m.meta_value = {v}"));
-        }
-        exists.push(')');
-        sql.push_str(&exists);
+        let clause = match (value, postgres) {
+            (Some(value), true) => {
+                let k = placeholder(Arg::Text(Some(key.clone())), &mut args);
+                let v = placeholder(Arg::Text(Some(value.clone())), &mut args);
+                format!("(e.metadata::jsonb -> {k} ->> 'stringValue') = {v}")
+            }
+            (Some(value), false) => {
+                let path = placeholder(Arg::Text(Some(format!("$.\"{key}\".stringValue"))), &mut args);
+                let v = placeholder(Arg::Text(Some(value.clone())), &mut args);
+                format!("json_extract(e.metadata, {path}) = {v}")
+            }
+            (None, _) => {
+                let entry = if postgres {
+                    let k = placeholder(Arg::Text(Some(key.clone())), &mut args);
+                    format!("(e.metadata::jsonb -> {k})")
+                } else {
+                    let path = placeholder(Arg::Text(Some(format!("$.\"{key}\""))), &mut args);
+                    format!("json_extract(e.metadata, {path})")
+                };
+                format!("{entry} IS {}NULL", if present { "NOT " } else { "" })
+            }
+        };
+        sql.push_str(&format!(" AND {clause}"));
     }
+
     if let Some((time, seq)) = q.before {
         let t = placeholder(Arg::Int(time), &mut args);
         let s = placeholder(Arg::Int(seq), &mut args);
@@ -574,12 +560,6 @@ pub async fn sweep_expired_events(store: &Store, now: i64) -> Result<u64> {
     let mut tx = store.begin().await?;
     let expired = "SELECT e.seq FROM memory_events e JOIN memories m ON m.memory_id = e.memory_id \
                    WHERE e.created_at + m.event_expiry_days * 86400000 < $1";
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM memory_event_metadata WHERE event_seq IN ({expired})"
-    )))
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DELETE FROM memory_events WHERE seq IN ({expired})"
     )))

@@ -1,4 +1,4 @@
--- Memory: memories, their strategies, short-term events with metadata, and sessions.
+-- Memory: memories, their strategies, short-term events (metadata as JSON), and sessions.
 CREATE TABLE memories (
     memory_id       TEXT PRIMARY KEY,
     account_id      TEXT NOT NULL,
@@ -45,14 +45,6 @@ CREATE TABLE memory_events (
 );
 CREATE INDEX memory_events_by_session ON memory_events (memory_id, actor_id, session_id, event_time, seq);
 CREATE INDEX memory_events_by_age ON memory_events (created_at);
-
-CREATE TABLE memory_event_metadata (
-    event_seq  BIGINT NOT NULL REFERENCES memory_events (seq) ON DELETE CASCADE,
-    meta_key   TEXT NOT NULL,
-    meta_value TEXT NOT NULL,
-    PRIMARY KEY (event_seq, meta_key)
-);
-CREATE INDEX memory_event_metadata_by_key ON memory_event_metadata (meta_key, meta_value);
 
 CREATE TABLE memory_sessions (
     memory_id  TEXT NOT NULL REFERENCES memories (memory_id) ON DELETE CASCADE,
