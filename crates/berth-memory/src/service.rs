@@ -1,6 +1,6 @@
 //! One `async fn` per Memory operation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use berth_core::{Arn, Caller, PageToken, Timestamp, ids};
@@ -35,7 +35,15 @@ pub struct MemoryService {
     /// Sessions this process has seen recorded, so CreateEvent skips re-recording them. Entries
     /// never go stale: session rows are only removed with their memory, whose id is never reused.
     known_sessions: Arc<Mutex<HashSet<(String, String, String)>>>,
+    /// Memories recently read for data-plane calls, with when they were read (see
+    /// `cached_memory`).
+    memories: Arc<Mutex<HashMap<String, (MemoryRow, i64)>>>,
 }
+
+/// How long a data-plane call may use a memory read earlier.
+const MEMORY_CACHE_MILLIS: i64 = 2_000;
+/// How many memories the data-plane cache holds before it starts over.
+const MEMORY_CACHE_LIMIT: usize = 10_000;
 
 /// How many sessions [`MemoryService`] remembers before it starts over.
 const KNOWN_SESSIONS_LIMIT: usize = 100_000;
@@ -55,6 +63,7 @@ impl MemoryService {
             region: region.into(),
             wake_worker: None,
             known_sessions: Arc::new(Mutex::new(HashSet::new())),
+            memories: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -94,12 +103,43 @@ impl MemoryService {
             Ok(_) => return Err(MemoryError::MemoryNotFound(id_or_arn.to_string())),
             Err(_) => id_or_arn.to_string(),
         };
-        match db::memory(self.store.reader(), &memory_id).await? {
+        let row = if include_deleting {
+            db::memory(self.store.reader(), &memory_id).await?
+        } else {
+            self.cached_memory(&memory_id).await?
+        };
+        match row {
             Some(row) if row.account_id == caller.account.as_str() && (include_deleting || row.status != DELETING) => {
                 Ok(row)
             }
             _ => Err(MemoryError::MemoryNotFound(id_or_arn.to_string())),
         }
+    }
+
+    /// A memory for a data-plane call, read at most every [`MEMORY_CACHE_MILLIS`]. This
+    /// process forgets a memory as soon as it changes it; a change made by another node that
+    /// shares the database is seen within the cache window.
+    async fn cached_memory(&self, memory_id: &str) -> Result<Option<MemoryRow>> {
+        let now = self.store.now();
+        if let Some((row, read_at)) = self.memories.lock().get(memory_id)
+            && now - read_at < MEMORY_CACHE_MILLIS
+        {
+            return Ok(Some(row.clone()));
+        }
+        let row = db::memory(self.store.reader(), memory_id).await?;
+        if let Some(row) = &row {
+            let mut memories = self.memories.lock();
+            if memories.len() >= MEMORY_CACHE_LIMIT {
+                memories.clear();
+            }
+            memories.insert(memory_id.to_string(), (row.clone(), now));
+        }
+        Ok(row)
+    }
+
+    /// Drops a memory from the data-plane cache after this process changed it.
+    fn forget_memory(&self, memory_id: &str) {
+        self.memories.lock().remove(memory_id);
     }
 
     fn strategy_output(row: &StrategyRow) -> Value {
@@ -360,6 +400,7 @@ impl MemoryService {
         db::update_memory(&mut tx, &row).await?;
         jobs::enqueue(&mut tx, JOB_SETTLE, &json!({ "memoryId": row.memory_id }), now).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.forget_memory(&row.memory_id);
         self.wake();
         Ok(MemoryOutput {
             memory: Self::memory_output(&row, &strategies),
@@ -380,6 +421,7 @@ impl MemoryService {
             jobs::enqueue(&mut tx, JOB_DELETE, &json!({ "memoryId": row.memory_id }), now).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
+        self.forget_memory(&row.memory_id);
         self.wake();
         Ok(DeleteMemoryOutput {
             memory_id: row.memory_id,
@@ -450,6 +492,7 @@ impl MemoryService {
             db::update_memory(&mut tx, &row).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
+        self.forget_memory(memory_id);
         tracing::info!(memory_id, "memory is active");
         Ok(())
     }
@@ -462,6 +505,7 @@ impl MemoryService {
             db::delete_memory(&mut tx, memory_id, &row.arn).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
+        self.forget_memory(memory_id);
         tracing::info!(memory_id, "memory deleted");
         Ok(())
     }
