@@ -529,18 +529,19 @@ impl MemoryService {
         })
     }
 
-    pub async fn create_event(&self, caller: &Caller, input: CreateEventInput) -> Result<EventOutput> {
-        let memory = self.memory_of(caller, &input.memory_id, false).await?;
-        let event_time = Timestamp::from_epoch_seconds(input.event_timestamp).ok_or_else(|| {
-            MemoryError::invalid("eventTimestamp", "eventTimestamp must be a time between 1970 and 9999")
-        })?;
-        let session_id = input.session_id.unwrap_or_else(|| ids::random_alphanumeric(32));
-        // Every check reads before the write, so the write itself only fails on I/O.
+    /// The branch name and root event an event is stored with: `main` is no branch; a new branch
+    /// needs a root event of the same actor and session; later events of a branch may omit it.
+    async fn resolve_branch(
+        &self,
+        memory_id: &str,
+        actor_id: &str,
+        session_id: &str,
+        branch: Option<Branch>,
+    ) -> Result<(Option<String>, Option<String>)> {
         let reader = self.store.reader();
-        let (branch_name, root_event_id) = match input.branch {
+        Ok(match branch {
             Some(branch) if branch.name != "main" => {
-                let existing =
-                    db::branch_root(reader, &memory.memory_id, &input.actor_id, &session_id, &branch.name).await?;
+                let existing = db::branch_root(reader, memory_id, actor_id, session_id, &branch.name).await?;
                 let root = match (existing, branch.root_event_id) {
                     (Some(existing), Some(given)) if existing.as_deref() != Some(given.as_str()) => {
                         return Err(MemoryError::invalid(
@@ -558,8 +559,8 @@ impl MemoryService {
                     }
                 };
                 if let Some(root) = &root {
-                    let found = db::event_in_memory(reader, &memory.memory_id, root).await?;
-                    if !found.is_some_and(|e| e.actor_id == input.actor_id && e.session_id == session_id) {
+                    let found = db::event_in_memory(reader, memory_id, root).await?;
+                    if !found.is_some_and(|e| e.actor_id == actor_id && e.session_id == session_id) {
                         return Err(MemoryError::invalid(
                             "branch.rootEventId",
                             format!("root event `{root}` is not an event of this actor and session"),
@@ -569,7 +570,19 @@ impl MemoryService {
                 (Some(branch.name), root)
             }
             _ => (None, None),
-        };
+        })
+    }
+
+    pub async fn create_event(&self, caller: &Caller, input: CreateEventInput) -> Result<EventOutput> {
+        let memory = self.memory_of(caller, &input.memory_id, false).await?;
+        let event_time = Timestamp::from_epoch_seconds(input.event_timestamp).ok_or_else(|| {
+            MemoryError::invalid("eventTimestamp", "eventTimestamp must be a time between 1970 and 9999")
+        })?;
+        let session_id = input.session_id.unwrap_or_else(|| ids::random_alphanumeric(32));
+        // Every check reads before the write, so the write itself only fails on I/O.
+        let (branch_name, root_event_id) = self
+            .resolve_branch(&memory.memory_id, &input.actor_id, &session_id, input.branch)
+            .await?;
         let row = EventRow {
             seq: 0,
             memory_id: memory.memory_id.clone(),
