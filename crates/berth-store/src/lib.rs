@@ -121,6 +121,13 @@ async fn checkpoint_loop(pool: AnyPool) {
 impl Store {
     /// Opens (creating if needed) the database at `url` and runs pending migrations.
     pub async fn open(url: &str, clock: Arc<dyn Clock>) -> Result<Store> {
+        let store = Store::connect(url, clock).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating, for inspection (`berth doctor`).
+    pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -168,15 +175,24 @@ impl Store {
             committer,
             clock,
         };
-        store.migrate().await?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<()> {
+    fn migrator(&self) -> sqlx::migrate::Migrator {
         match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.writer).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.writer).await?,
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         }
+    }
+
+    /// How many of this build's migrations the database has not applied yet.
+    pub async fn pending_migrations(&self) -> usize {
+        let applied = self.schema_version().await.unwrap_or(0);
+        self.migrator().iter().filter(|m| m.version > applied).count()
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.migrator().run(&self.writer).await?;
         Ok(())
     }
 

@@ -1,10 +1,18 @@
-//! `berth doctor`: what is ready and what is missing, one line per check.
+//! `berth doctor`: what is ready and what is missing, one line per check. It changes nothing:
+//! it neither creates the database nor applies migrations.
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use berth_core::SystemClock;
+use berth_memory::MemoryService;
+use berth_server::Services;
+use berth_server::operations::Registry;
+use berth_store::Store;
 
 use crate::config::Config;
 use crate::credentials;
-use crate::serve;
+use crate::serve::redact;
 
 struct Report {
     failed: bool,
@@ -15,25 +23,40 @@ impl Report {
         if !ok {
             self.failed = true;
         }
-        println!("{} {what:<14} {detail}", if ok { "ok  " } else { "FAIL" });
+        println!("{} {what:<17} {detail}", if ok { "ok  " } else { "FAIL" });
     }
 
     fn info(&self, what: &str, detail: &str) {
-        println!("--   {what:<14} {detail}");
+        println!("--   {what:<17} {detail}");
     }
+}
+
+/// The SQLite file a `sqlite://PATH?…` URL names.
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    Some(rest.split('?').next().unwrap_or(rest))
 }
 
 pub async fn run(config: Config) -> anyhow::Result<bool> {
     let mut report = Report { failed: false };
     let dir = &config.data_dir;
-    let probe = dir.join(".doctor-write-test");
-    let writable = std::fs::create_dir_all(dir).is_ok() && std::fs::write(&probe, b"ok").is_ok();
-    let _ = std::fs::remove_file(&probe);
+    let writable = if dir.exists() {
+        let probe = dir.join(".doctor-write-test");
+        let ok = std::fs::write(&probe, b"ok").is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    } else {
+        dir.ancestors()
+            .skip(1)
+            .find(|a| a.exists())
+            .is_some_and(|a| std::fs::metadata(a).is_ok_and(|m| !m.permissions().readonly()))
+    };
+    let state = if dir.exists() { "" } else { " (created on first start)" };
     report.line(
         writable,
         "data dir",
         &format!(
-            "{} {}",
+            "{}{state} {}",
             dir.display(),
             if writable { "is writable" } else { "is not writable" }
         ),
@@ -55,30 +78,42 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
         ),
     }
 
-    match serve::build(&config).await {
-        Ok(built) => {
-            let version = built.store.schema_version().await.unwrap_or(0);
-            report.line(
-                true,
-                "database",
-                &format!(
-                    "{} ({}), schema version {version}",
-                    built.store.backend().name(),
-                    serve::redact(&config.database_url)
-                ),
-            );
-            let implemented = built.state.inner.registry.names();
-            report.line(
-                true,
-                "memory",
-                &format!(
-                    "ready: control plane, short-term events ({} operations in all); long-term extraction not implemented yet",
-                    implemented.len()
-                ),
-            );
-            built.store.close().await;
+    let url = &config.database_url;
+    let missing_sqlite = sqlite_path(url).is_some_and(|path| !std::path::Path::new(path).exists());
+    if missing_sqlite {
+        report.info("database", &format!("{} will be created on first start", redact(url)));
+    } else {
+        match Store::connect(url, Arc::new(SystemClock)).await {
+            Ok(store) => {
+                let version = store.schema_version().await.unwrap_or(0);
+                let pending = store.pending_migrations().await;
+                let migrations = match pending {
+                    0 => "up to date".to_string(),
+                    n => format!("{n} migration(s) pending; `berth serve` applies them"),
+                };
+                report.line(
+                    true,
+                    "database",
+                    &format!(
+                        "{} ({}), schema version {version}, {migrations}",
+                        store.backend().name(),
+                        redact(url)
+                    ),
+                );
+                let memory = MemoryService::new(store.clone(), &config.region);
+                let registry = Registry::new(&Services { memory }, &store);
+                report.line(
+                    true,
+                    "memory",
+                    &format!(
+                        "ready: control plane and short-term events ({} operations served in all); long-term extraction not implemented yet",
+                        registry.names().len()
+                    ),
+                );
+                store.close().await;
+            }
+            Err(error) => report.line(false, "database", &format!("{} is not reachable: {error}", redact(url))),
         }
-        Err(error) => report.line(false, "database", &format!("{error:#}")),
     }
     for service in [
         "runtime",

@@ -37,7 +37,7 @@ async fn shutdown_signal() {
     }
 }
 
-/// Everything `serve` starts, before it starts listening (tests and `doctor` reuse it).
+/// Everything `serve` starts, before it starts listening.
 pub struct Built {
     pub state: AppState,
     pub worker: Worker,
