@@ -215,15 +215,26 @@ def test_bad_bodies_get_modelled_errors_and_the_server_keeps_serving(berth, cp):
     assert {f["name"] for f in json.loads(body)["fieldList"]} == {"name", "eventExpiryDuration"}
     status, headers, body = post("/memories/create", b"[]")
     assert status == 400 and json.loads(body)["reason"] == "CannotParse"
-    # A body over the limit is refused from its Content-Length, before it is read.
+    # A body over the limit is refused from its Content-Length, before it is read; an unsigned
+    # one is refused before anything else.
     import http.client
-    connection = http.client.HTTPConnection("127.0.0.1", berth.port, timeout=10)
-    connection.putrequest("POST", "/memories/create")
-    connection.putheader("Content-Length", str(64 * 1024 * 1024))
-    connection.endheaders()
-    response = connection.getresponse()
-    assert response.status == 413 and response.getheader("x-amzn-errortype") == "ValidationException"
-    connection.close()
+
+    def declare_huge_body(headers):
+        connection = http.client.HTTPConnection("127.0.0.1", berth.port, timeout=10)
+        connection.putrequest("POST", "/memories/create", skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            if name.lower() != "content-length":
+                connection.putheader(name, value)
+        connection.putheader("Content-Length", str(64 * 1024 * 1024))
+        connection.endheaders()
+        response = connection.getresponse()
+        result = response.status, response.getheader("x-amzn-errortype")
+        connection.close()
+        return result
+
+    prepared = signed(berth, "POST", "/memories/create", b"{}").prepare()
+    assert declare_huge_body(dict(prepared.headers) | {"Host": f"127.0.0.1:{berth.port}"}) == (413, "ValidationException")
+    assert declare_huge_body({"Host": f"127.0.0.1:{berth.port}"}) == (403, "MissingAuthenticationTokenException")
     status, headers, body = post("/memories/..%2F..%2Fetc/events", b"{}")
     assert status == 400 and headers["x-amzn-errortype"] == "ValidationException"
     status, headers, _ = post("/memories/m_%01%02-AbCdEfGhIj/actors", b"{}")

@@ -29,6 +29,17 @@ impl KeyStore {
         }
     }
 
+    /// Checks a request's signature envelope and key before its body is read (see
+    /// [`sigv4::precheck`]).
+    pub fn precheck(
+        &self,
+        settings: &VerifierSettings,
+        request: &SignedRequest<'_>,
+        now: Timestamp,
+    ) -> Result<(), AuthError> {
+        sigv4::precheck(settings, request, now, |key| self.keys.contains_key(key))
+    }
+
     /// Verifies a request's signature and returns the caller it identifies.
     pub fn authenticate(
         &self,

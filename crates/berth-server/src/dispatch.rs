@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use berth_store::idempotency::{self, StoredResponse, TokenKey};
 use berth_wire::router::RouteError;
-use berth_wire::sigv4::SignedRequest;
+use berth_wire::sigv4::{AuthError, SignedRequest};
 use berth_wire::{AwsError, Operation, Plane, RawRequest, ServiceModel, bind_request};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
@@ -98,6 +98,27 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
         error.message = format!("the request body is larger than the {limit}-byte limit");
         error_response(&error, &request_id)
     };
+    ensure_host(&mut parts.headers, parts.uri.authority().map(|a| a.as_str()));
+    let method = parts.method.as_str().to_string();
+    let raw_path = parts.uri.path().to_string();
+    let raw_query = parts.uri.query().map(str::to_string);
+    let refuse = |error: AuthError| {
+        tracing::info!(%error, "request refused");
+        error_response(&AwsError::new(error.code(), 403, error.to_string()), &request_id)
+    };
+    // Everything but the signature itself is checked before the body is read, so only holders
+    // of a known key with a current signature can make the server buffer a body.
+    let envelope = SignedRequest {
+        method: &method,
+        raw_path: &raw_path,
+        raw_query: raw_query.as_deref(),
+        headers: &parts.headers,
+        body: &[],
+        max_presign_expires: MAX_PRESIGN_SECONDS,
+    };
+    if let Err(error) = inner.keys.precheck(&inner.verifier, &envelope, inner.clock.now()) {
+        return refuse(error);
+    }
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -110,27 +131,17 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
         Ok(bytes) => bytes,
         Err(_) => return too_large(),
     };
-
-    ensure_host(&mut parts.headers, parts.uri.authority().map(|a| a.as_str()));
-    let method = parts.method.as_str().to_string();
-    let raw_path = parts.uri.path().to_string();
-    let raw_query = parts.uri.query().map(str::to_string);
-    let caller = {
-        let signed = SignedRequest {
-            method: &method,
-            raw_path: &raw_path,
-            raw_query: raw_query.as_deref(),
-            headers: &parts.headers,
-            body: &body,
-            max_presign_expires: MAX_PRESIGN_SECONDS,
-        };
-        match inner.keys.authenticate(&inner.verifier, &signed, inner.clock.now()) {
-            Ok(caller) => caller,
-            Err(error) => {
-                tracing::info!(%error, "request refused");
-                return error_response(&AwsError::new(error.code(), 403, error.to_string()), &request_id);
-            }
-        }
+    let signed = SignedRequest {
+        method: &method,
+        raw_path: &raw_path,
+        raw_query: raw_query.as_deref(),
+        headers: &parts.headers,
+        body: &body,
+        max_presign_expires: MAX_PRESIGN_SECONDS,
+    };
+    let caller = match inner.keys.authenticate(&inner.verifier, &signed, inner.clock.now()) {
+        Ok(caller) => caller,
+        Err(error) => return refuse(error),
     };
 
     let found = match inner.router.route(&method, &raw_path) {

@@ -271,13 +271,29 @@ fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8>
     hmac(&k_service, b"aws4_request")
 }
 
-/// Verifies `request`. `secret_for` returns the secret access key of a key id Berth knows.
-pub fn verify(
+/// Checks everything about a signature that does not need the body: its form, scope, time and
+/// key. The server runs it before reading a body, so only holders of a known key with a current
+/// signature can make it buffer one; [`verify`] then checks the signature itself.
+pub fn precheck(
     settings: &VerifierSettings,
     request: &SignedRequest<'_>,
     now: Timestamp,
-    secret_for: impl FnOnce(&str) -> Option<String>,
-) -> Result<Verified, AuthError> {
+    key_known: impl FnOnce(&str) -> bool,
+) -> Result<(), AuthError> {
+    let (_, signature) = envelope(settings, request, now)?;
+    if key_known(&signature.access_key_id) {
+        Ok(())
+    } else {
+        Err(AuthError::UnknownAccessKey)
+    }
+}
+
+/// Parses the signature (header or presigned query) and checks its scope and time.
+fn envelope(
+    settings: &VerifierSettings,
+    request: &SignedRequest<'_>,
+    now: Timestamp,
+) -> Result<(Vec<(String, String)>, Signature), AuthError> {
     let query = decode_query(request.raw_query.unwrap_or_default());
     let signature = match header_str(request.headers, "authorization") {
         Some(authorization) => parse_header_form(authorization, request.headers)?,
@@ -323,7 +339,17 @@ pub fn verify(
         }
         _ => {}
     }
+    Ok((query, signature))
+}
 
+/// Verifies `request`. `secret_for` returns the secret access key of a key id Berth knows.
+pub fn verify(
+    settings: &VerifierSettings,
+    request: &SignedRequest<'_>,
+    now: Timestamp,
+    secret_for: impl FnOnce(&str) -> Option<String>,
+) -> Result<Verified, AuthError> {
+    let (query, signature) = envelope(settings, request, now)?;
     let secret = secret_for(&signature.access_key_id).ok_or(AuthError::UnknownAccessKey)?;
 
     let actual_hash = hex::encode(Sha256::digest(request.body));
