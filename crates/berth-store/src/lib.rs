@@ -156,7 +156,10 @@ impl Store {
         let (reader, writer) = match backend {
             Backend::Sqlite => {
                 let writer = pool(1).connect_with(options.clone()).await?;
-                let reader = pool(8).connect_with(options).await?;
+                // Each SQLite connection is a thread; more readers than twice the cores only add
+                // context switches (measured in docs/PERFORMANCE.md).
+                let cores = std::thread::available_parallelism().map_or(2, usize::from) as u32;
+                let reader = pool((2 * cores).max(4)).connect_with(options).await?;
                 (reader, writer)
             }
             Backend::Postgres => {
