@@ -679,12 +679,12 @@ impl MemoryService {
                 return Ok(None);
             };
             let Some(root) = root else { break };
-            let Some((time, seq, parent)) =
-                db::event_position(&self.store, memory_id, actor_id, session_id, &root).await?
-            else {
+            let root = db::event_in_memory(self.store.reader(), memory_id, &root).await?;
+            let Some(root) = root.filter(|e| e.actor_id == actor_id && e.session_id == session_id) else {
                 break;
             };
-            scopes.push(BranchScope::UpTo(parent.clone(), time, seq));
+            let parent = root.branch_name;
+            scopes.push(BranchScope::UpTo(parent.clone(), root.event_time, root.seq));
             match parent {
                 Some(parent) => branch = parent,
                 None => break,

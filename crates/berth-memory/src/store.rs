@@ -338,27 +338,6 @@ pub async fn branch_root<'e>(
     row.map(|r| r.try_get("root_event_id")).transpose().map_err(Into::into)
 }
 
-/// The `(event_time, seq, branch_name)` of an event of a session.
-pub async fn event_position(
-    store: &Store,
-    memory_id: &str,
-    actor_id: &str,
-    session_id: &str,
-    event_id: &str,
-) -> Result<Option<(i64, i64, Option<String>)>> {
-    let row = sqlx::query(
-        "SELECT event_time, seq, branch_name FROM memory_events WHERE memory_id = $1 AND event_id = $2 AND actor_id = $3 AND session_id = $4",
-    )
-    .bind(memory_id)
-    .bind(event_id)
-    .bind(actor_id)
-    .bind(session_id)
-    .fetch_optional(store.reader())
-    .await?;
-    row.map(|r| Ok((r.try_get("event_time")?, r.try_get("seq")?, r.try_get("branch_name")?)))
-        .transpose()
-}
-
 pub async fn delete_event(
     tx: &mut Tx,
     memory_id: &str,
