@@ -1,0 +1,179 @@
+//! What the host and `berth-guest` say to each other.
+//!
+//! The host connects to the guest's Unix socket once per request and writes one JSON
+//! [`Request`] line. The guest answers with one JSON [`Reply`] line; what follows depends on the
+//! request: nothing, a byte pipe to a port inside the sandbox (`connect`), a file's bytes, or
+//! exec output [`Frame`]s. One connection per request keeps the protocol free of multiplexing:
+//! the kernel does that.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The guest's socket, in the control directory.
+pub const GUEST_SOCKET: &str = "guest.sock";
+/// Where the control directory appears inside the sandbox.
+pub const CONTROL_MOUNT: &str = "/run/berth";
+/// Where the private writable workspace appears inside the sandbox.
+pub const WORKSPACE_MOUNT: &str = "/workspace";
+/// The service's log, in the control directory (rotated once to `service.log.1`).
+pub const SERVICE_LOG: &str = "service.log";
+
+/// How the host asks the launcher to build a sandbox (written to its stdin as JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LaunchConfig {
+    /// A host directory shared with the guest at [`CONTROL_MOUNT`]: sockets and logs.
+    pub control_dir: PathBuf,
+    /// The session's private writable directory, mounted at [`WORKSPACE_MOUNT`].
+    pub workspace_dir: PathBuf,
+    /// Host directories to mount inside, read-only unless `writable`.
+    pub mounts: Vec<MountSpec>,
+    /// The host user and group that root inside the sandbox is.
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+    /// Size of the `/tmp` tmpfs.
+    pub tmp_bytes: u64,
+    /// TCP ports on the sandbox's loopback that lead to host Unix sockets.
+    pub bridges: Vec<Bridge>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MountSpec {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub writable: bool,
+}
+
+/// `127.0.0.1:port` inside the sandbox, forwarded to `socket` in the control directory.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bridge {
+    pub port: u16,
+    pub socket: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Answers at once; the host's readiness probe.
+    Ping,
+    /// After the reply, the connection is a byte pipe to `127.0.0.1:port` inside.
+    Connect { port: u16 },
+    /// Runs a command to completion; after the reply, output [`Frame`]s follow.
+    Exec(ExecSpec),
+    /// Starts the sandbox's long-running service (the agent); its output goes to the log.
+    StartService(ServiceSpec),
+    /// Whether the service runs, and how it ended.
+    ServiceStatus,
+    /// Sends a signal to the service's process group.
+    SignalService { signal: i32 },
+    /// After the reply, the host sends exactly `len` bytes, then the guest replies again.
+    WriteFile { path: String, len: u64, mode: Option<u32> },
+    /// The reply carries `len`; that many bytes follow. Larger files are refused.
+    ReadFile { path: String, max_len: u64 },
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+    /// Kill the command (and its process group) after this long.
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+    /// The log rotates when it reaches this size, so at most twice this stays on disk.
+    pub log_limit_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+impl ExitStatus {
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            _ if self.timed_out => "timed out and was killed".into(),
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => format!("was killed by signal {signal}"),
+            (None, None) => "ended".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceState {
+    pub started: bool,
+    pub pid: Option<u32>,
+    /// Set once the service has ended.
+    pub exit: Option<ExitStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<u64>,
+}
+
+impl Reply {
+    pub fn ok() -> Self {
+        Reply {
+            ok: true,
+            ..Reply::default()
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Reply {
+            ok: false,
+            error: Some(message.into()),
+            ..Reply::default()
+        }
+    }
+}
+
+/// Exec output: a 1-byte kind, a 4-byte big-endian length, then the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameKind {
+    Stdout = 1,
+    Stderr = 2,
+    /// The last frame; its data is an [`ExitStatus`] as JSON.
+    Exit = 3,
+}
+
+impl FrameKind {
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(FrameKind::Stdout),
+            2 => Some(FrameKind::Stderr),
+            3 => Some(FrameKind::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// The largest frame either side writes or accepts.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+pub fn frame_header(kind: FrameKind, len: usize) -> [u8; 5] {
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    [kind as u8, len[0], len[1], len[2], len[3]]
+}

@@ -1,0 +1,301 @@
+//! The namespace tier, end to end: build real sandboxes with the real guest and check what
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test binary with its own harness; clippy cannot tell"
+)]
+//! runs inside them. These need root (or unprivileged user namespaces) like Berth itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_sandbox::namespace::{NamespaceBackend, NamespaceSettings};
+use berth_sandbox::{Backend, Egress, ExecSpec, Limits, Sandbox, SandboxSpec};
+
+type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("__guest") {
+        std::process::exit(berth_guest::main_with_args(&args[1..]));
+    }
+    let filter = args.iter().find(|a| !a.starts_with('-')).cloned().unwrap_or_default();
+    let tests: &[(&str, Test)] = &[
+        ("runs_commands_as_root_of_its_own_namespaces", || {
+            Box::pin(runs_commands_as_root_of_its_own_namespaces())
+        }),
+        ("sessions_cannot_see_each_other_or_the_host", || {
+            Box::pin(sessions_cannot_see_each_other_or_the_host())
+        }),
+        ("root_is_read_only_and_privileged_calls_fail", || {
+            Box::pin(root_is_read_only_and_privileged_calls_fail())
+        }),
+        ("network_is_loopback_only_and_egress_is_filtered", || {
+            Box::pin(network_is_loopback_only_and_egress_is_filtered())
+        }),
+        ("fork_bombs_and_memory_hogs_are_contained", || {
+            Box::pin(fork_bombs_and_memory_hogs_are_contained())
+        }),
+        ("files_and_ports_reach_inside", || {
+            Box::pin(files_and_ports_reach_inside())
+        }),
+    ];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut failed = 0;
+    for (name, test) in tests.iter().filter(|(name, _)| name.contains(&filter)) {
+        let outcome = runtime.block_on(async { tokio::spawn(async move { test().await }).await });
+        match outcome {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+fn backend(dir: &tempfile::TempDir) -> NamespaceBackend {
+    let exe = std::env::current_exe().unwrap();
+    let settings = NamespaceSettings::new(vec![exe.into(), "__guest".into()], dir.path().join("sandboxes"));
+    NamespaceBackend::new(settings).unwrap()
+}
+
+fn spec() -> SandboxSpec {
+    SandboxSpec {
+        label: "test".into(),
+        mounts: vec![],
+        limits: Limits::default(),
+        egress: Egress::Denied,
+        forwards: vec![],
+    }
+}
+
+async fn sh(sandbox: &Arc<dyn Sandbox>, script: &str) -> (i32, String, String) {
+    let output = sandbox
+        .guest()
+        .exec_collect(
+            ExecSpec {
+                argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+                timeout_ms: Some(20_000),
+                ..ExecSpec::default()
+            },
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    (
+        output.status.code.unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn runs_commands_as_root_of_its_own_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(&dir);
+    let sandbox = backend.create(spec()).await.unwrap();
+    let (code, out, err) = sh(
+        &sandbox,
+        "id -u; hostname; echo $$; ls /; cat /proc/1/cmdline | tr '\\0' ' '",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0");
+    assert_eq!(lines[1], "berth");
+    assert!(lines[2].parse::<u32>().unwrap() < 100, "pid namespace: {out}");
+    assert!(out.contains("workspace"), "{out}");
+    sandbox.destroy().await;
+    assert!(!sandbox.is_alive());
+}
+
+async fn sessions_cannot_see_each_other_or_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("host-secret");
+    std::fs::write(&secret, "host data").unwrap();
+    let backend = backend(&dir);
+    let a = backend.create(spec()).await.unwrap();
+    let b = backend.create(spec()).await.unwrap();
+    let (code, _, err) = sh(&a, "echo private > /workspace/a.txt && sleep 30 &").await;
+    assert_eq!(code, 0, "{err}");
+
+    let a_file = a.workspace().join("a.txt");
+    let script = format!(
+        "cat {} 2>&1; cat {} 2>&1; cat /etc/shadow 2>&1; ls /workspace; ps -e -o pid= 2>/dev/null | wc -l; ls /proc | grep -c '^[0-9]'",
+        a_file.display(),
+        secret.display()
+    );
+    let (_, out, _) = sh(&b, &script).await;
+    assert!(!out.contains("private"), "another session's file leaked: {out}");
+    assert!(!out.contains("host data"), "a host file leaked: {out}");
+    assert!(!out.contains("root:"), "/etc/shadow leaked: {out}");
+    assert!(!out.lines().any(|line| line == "a.txt"), "{out}");
+    // Only B's own few processes are visible (init, server, sh, and the listing itself).
+    let visible: usize = out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(visible < 8, "{out}");
+
+    // Each session's root is a different host user.
+    use std::os::unix::fs::MetadataExt;
+    let uid_a = std::fs::metadata(a.workspace()).unwrap().uid();
+    let uid_b = std::fs::metadata(b.workspace()).unwrap().uid();
+    assert_ne!(uid_a, uid_b);
+    a.destroy().await;
+    b.destroy().await;
+}
+
+async fn root_is_read_only_and_privileged_calls_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = backend(&dir).create(spec()).await.unwrap();
+    let script = r#"
+        touch /usr/evil 2>/dev/null && echo usr-writable
+        touch /evil 2>/dev/null && echo root-writable
+        touch /workspace/ok /tmp/ok && echo scratch-writable
+        mount -t tmpfs none /mnt 2>/dev/null && echo mounted
+        unshare -U true 2>/dev/null && echo unshared
+        python3 -c 'import ctypes; print("ptrace", ctypes.CDLL(None).ptrace(16, 1, 0, 0))'
+        kill -9 1 2>/dev/null; echo still-here
+    "#;
+    let (_, out, err) = sh(&sandbox, script).await;
+    assert!(!out.contains("usr-writable"), "{out}");
+    assert!(!out.contains("root-writable"), "{out}");
+    assert!(out.contains("scratch-writable"), "{out} {err}");
+    assert!(!out.contains("mounted"), "{out}");
+    assert!(!out.contains("unshared"), "{out}");
+    assert!(out.contains("ptrace -1"), "{out} {err}");
+    assert!(out.contains("still-here"), "{out}");
+    assert!(sandbox.is_alive());
+    sandbox.destroy().await;
+}
+
+async fn network_is_loopback_only_and_egress_is_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(&dir);
+    let closed = backend.create(spec()).await.unwrap();
+    let probe = r#"python3 - <<'PY'
+import socket
+for target in [("1.1.1.1", 80), ("127.0.0.1", 3128)]:
+    try:
+        socket.create_connection(target, timeout=2)
+        print("connected", target)
+    except OSError as e:
+        print("refused", target, e.errno)
+PY"#;
+    let (_, out, err) = sh(&closed, probe).await;
+    assert!(!out.contains("connected"), "{out} {err}");
+    closed.destroy().await;
+
+    let filtered = backend
+        .create(SandboxSpec {
+            egress: Egress::Allowlist(vec!["pypi.org".into()]),
+            ..spec()
+        })
+        .await
+        .unwrap();
+    let connect = r#"python3 - <<'PY'
+import socket
+for host in ["evil.example.com", "localhost"]:
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+    s.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    print(host, s.recv(200).split(b"\r\n")[0].decode())
+PY"#;
+    let (_, out, err) = sh(&filtered, connect).await;
+    assert!(out.contains("evil.example.com HTTP/1.1 403"), "{out} {err}");
+    assert!(out.contains("localhost HTTP/1.1 403"), "{out} {err}");
+    assert_eq!(filtered.usage().egress_denied, 2);
+    filtered.destroy().await;
+}
+
+async fn fork_bombs_and_memory_hogs_are_contained() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend(&dir);
+    if matches!(backend.hierarchy(), berth_sandbox::cgroup::Hierarchy::Unavailable(_)) {
+        println!(
+            "cgroups unavailable here; limits are not enforced: {:?}",
+            backend.hierarchy()
+        );
+        return;
+    }
+    let limits = Limits {
+        memory_bytes: 64 * 1024 * 1024,
+        pids: 32,
+        ..Limits::default()
+    };
+    let sandbox = backend.create(SandboxSpec { limits, ..spec() }).await.unwrap();
+    let (_, out, _) = sh(
+        &sandbox,
+        "for i in $(seq 100); do sleep 5 & done 2>/dev/null; echo spawned",
+    )
+    .await;
+    assert!(out.contains("spawned") || out.is_empty(), "{out}");
+    assert!(sandbox.usage().pids_limit_hits > 0, "{:?}", sandbox.usage());
+    let (code, _, _) = sh(
+        &sandbox,
+        "pkill sleep; python3 -c 'x = bytearray(512 * 1024 * 1024); print(len(x))'",
+    )
+    .await;
+    assert_ne!(code, 0);
+    let usage = sandbox.usage();
+    assert!(
+        usage.oom_kills > 0 || usage.memory_peak_bytes <= 64 * 1024 * 1024,
+        "{usage:?}"
+    );
+    assert!(usage.cpu_seconds > 0.0, "{usage:?}");
+    // The sandbox survives its own limits.
+    let (code, out, _) = sh(&sandbox, "echo alive").await;
+    assert_eq!((code, out.trim()), (0, "alive"));
+    sandbox.destroy().await;
+}
+
+async fn files_and_ports_reach_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = backend(&dir).create(spec()).await.unwrap();
+    let guest = sandbox.guest();
+    guest
+        .write_file("/workspace/sub/hello.txt", b"hello", Some(0o600))
+        .await
+        .unwrap();
+    assert_eq!(
+        guest.read_file("/workspace/sub/hello.txt", 100).await.unwrap(),
+        b"hello"
+    );
+    assert!(guest.read_file("/workspace/sub/hello.txt", 2).await.is_err());
+    assert!(guest.write_file("/usr/nope", b"x", None).await.is_err());
+
+    let server = berth_sandbox::ServiceSpec {
+        argv: vec![
+            "python3".into(),
+            "-m".into(),
+            "http.server".into(),
+            "8080".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+        ],
+        log_limit_bytes: 1 << 20,
+        ..Default::default()
+    };
+    guest.start_service(server).await.unwrap();
+    let mut answer = String::new();
+    for _ in 0..200 {
+        if let Ok(mut stream) = guest.connect(8080).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream.write_all(b"GET /sub/hello.txt HTTP/1.0\r\n\r\n").await.unwrap();
+            stream.read_to_string(&mut answer).await.unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        answer.starts_with("HTTP/1.0 200") && answer.ends_with("hello"),
+        "{answer}"
+    );
+    let status = guest.service_status().await.unwrap();
+    assert!(status.started && status.exit.is_none());
+    guest.signal_service(15).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(guest.service_status().await.unwrap().exit.is_some());
+    sandbox.destroy().await;
+}
