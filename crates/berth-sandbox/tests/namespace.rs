@@ -1,10 +1,10 @@
 //! The namespace tier, end to end: build real sandboxes with the real guest and check what
+//! runs inside them. These need root (or unprivileged user namespaces) like Berth itself.
 
 #![allow(
     clippy::unwrap_used,
     reason = "a test binary with its own harness; clippy cannot tell"
 )]
-//! runs inside them. These need root (or unprivileged user namespaces) like Berth itself.
 
 use std::future::Future;
 use std::pin::Pin;
