@@ -37,6 +37,9 @@ pub enum ErrorKind {
     QuotaExceeded,
     /// Too many requests; retry later.
     Throttled,
+    /// Something the caller supplied and Berth runs (an agent) failed or did not answer. The
+    /// message is shown to the client.
+    DependencyFailed,
     /// A bug or an unavailable dependency. Details go to the log, never to the client.
     Internal,
 }

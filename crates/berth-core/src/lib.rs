@@ -22,6 +22,15 @@ pub struct Caller {
     pub access_key_id: String,
 }
 
+/// Mints short-lived access keys for code Berth runs (agents in sandboxes), so it can call
+/// Berth's data plane as its owner's account. Implemented by the server's key store.
+pub trait CredentialIssuer: Send + Sync {
+    /// A new key pair (id, secret) for `account`, refused on the control plane, valid until
+    /// revoked.
+    fn issue_data_plane_key(&self, account: &AccountId) -> (String, String);
+    fn revoke(&self, access_key_id: &str);
+}
+
 /// An error a service returns from an operation: a kind the server maps to the modelled AWS
 /// shape, and a message safe to show the client.
 pub trait ApiError: std::error::Error + Send + Sync + 'static {

@@ -151,6 +151,10 @@ async fn start(
     std::fs::create_dir_all(&sandbox.dir)?;
     private_dir(&control, sandbox.uid)?;
     private_dir(&sandbox.workspace(), sandbox.uid)?;
+    // A writable mount is the sandbox's to fill (a build's output directory).
+    for mount in spec.mounts.iter().filter(|m| m.writable) {
+        std::os::unix::fs::chown(&mount.source, Some(sandbox.uid), Some(sandbox.uid))?;
+    }
 
     let mut bridges = Vec::new();
     if spec.egress != Egress::Denied {

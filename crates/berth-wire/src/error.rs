@@ -71,6 +71,7 @@ impl AwsError {
             ErrorKind::AccessDenied => "AccessDeniedException",
             ErrorKind::QuotaExceeded => "ServiceQuotaExceededException",
             ErrorKind::Throttled => pick("ThrottledException", "ThrottlingException"),
+            ErrorKind::DependencyFailed => pick("RuntimeClientError", "InternalServerException"),
             ErrorKind::Internal => pick("ServiceException", "InternalServerException"),
         };
         let status = model.error_status(shape).unwrap_or(match kind {
@@ -79,6 +80,7 @@ impl AwsError {
             ErrorKind::AccessDenied => 403,
             ErrorKind::QuotaExceeded => 402,
             ErrorKind::Throttled => 429,
+            ErrorKind::DependencyFailed if shape == "RuntimeClientError" => 424,
             _ => 500,
         });
         AwsError::new(shape, status, message)

@@ -1,0 +1,13 @@
+//! AgentCore Runtime: agent runtimes with immutable versions and endpoints (control plane),
+//! code bundles built into environments, and one sandbox per runtime session (data plane).
+
+pub mod build;
+pub mod error;
+pub mod model;
+pub mod service;
+pub mod sessions;
+pub mod store;
+
+pub use error::RuntimeError;
+pub use service::RuntimeService;
+pub use sessions::{AgentResponse, SessionManager, SessionSettings};
