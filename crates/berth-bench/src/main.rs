@@ -219,7 +219,10 @@ async fn bench_backend(backend: &str, url: &str, requests: usize) -> anyhow::Res
         ServerSettings::default(),
         keys,
         store.clone(),
-        Services { memory: memory.clone() },
+        Services {
+            memory: memory.clone(),
+            runtime: None,
+        },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -2,6 +2,7 @@
 //! process in the sandbox inherits them and none can lift them (`no_new_privs`).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use landlock::{ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, path_beneath_rules};
 use seccompiler::{
@@ -59,9 +60,10 @@ const NAMESPACE_FLAGS: &[u64] = &[
     libc::CLONE_NEWCGROUP as u64,
 ];
 
-pub fn apply() -> Result<(), String> {
+/// `writable` are the configured writable mounts, on top of the usual scratch places.
+pub fn apply(writable: &[&Path]) -> Result<(), String> {
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
-    landlock()?;
+    landlock(writable)?;
     for program in seccomp_programs()? {
         seccompiler::apply_filter(&program).map_err(|e| format!("install seccomp filter: {e}"))?;
     }
@@ -69,8 +71,8 @@ pub fn apply() -> Result<(), String> {
 }
 
 /// Read and execute anywhere in the (already read-only) root; write only to the workspace,
-/// /tmp, /dev/shm, the control directory and the character devices.
-fn landlock() -> Result<(), String> {
+/// /tmp, /dev/shm, the control directory, writable mounts and the character devices.
+fn landlock(writable: &[&Path]) -> Result<(), String> {
     let abi = ABI::V5;
     let read = AccessFs::from_read(abi);
     let all = AccessFs::from_all(abi);
@@ -84,6 +86,7 @@ fn landlock() -> Result<(), String> {
                 all,
             ))
         })
+        .and_then(|r| r.add_rules(path_beneath_rules(writable, all)))
         .and_then(|r| r.add_rules(path_beneath_rules(["/dev"], read | AccessFs::WriteFile)))
         .and_then(|r| r.restrict_self())
         .map_err(|e| format!("landlock: {e}"))?;

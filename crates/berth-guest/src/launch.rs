@@ -171,7 +171,13 @@ fn init(config: &LaunchConfig, maps_read: OwnedFd) -> Result<i32> {
     let listener = context(UnixListener::bind(Path::new(CONTROL_MOUNT).join(GUEST_SOCKET)), || {
         "bind the guest socket".into()
     })?;
-    confine::apply()?;
+    let writable: Vec<&Path> = config
+        .mounts
+        .iter()
+        .filter(|m| m.writable)
+        .map(|m| m.target.as_path())
+        .collect();
+    confine::apply(&writable)?;
 
     // SAFETY: still single-threaded; the child starts its own runtime after the fork.
     match context(unsafe { fork() }, || "fork the guest server".into())? {

@@ -2,10 +2,12 @@
 //! them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use berth_core::{AccountId, Caller, Timestamp};
+use berth_core::{AccountId, Caller, CredentialIssuer, Timestamp, ids};
 use berth_wire::sigv4::{self, AuthError, SignedRequest, VerifierSettings};
 use http::HeaderMap;
+use parking_lot::RwLock;
 
 /// One access key pair and the account it acts for.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -16,17 +18,32 @@ pub struct AccessKey {
     pub account_id: AccountId,
 }
 
-/// Every key Berth accepts.
+/// Every key Berth accepts: the configured ones, and short-lived data-plane keys it issued to
+/// agents in sandboxes (clones share the issued set).
 #[derive(Clone, Debug, Default)]
 pub struct KeyStore {
     keys: HashMap<String, AccessKey>,
+    issued: Arc<RwLock<HashMap<String, AccessKey>>>,
 }
 
 impl KeyStore {
     pub fn new(keys: impl IntoIterator<Item = AccessKey>) -> Self {
         KeyStore {
             keys: keys.into_iter().map(|k| (k.access_key_id.clone(), k)).collect(),
+            issued: Arc::default(),
         }
+    }
+
+    fn secret(&self, access_key_id: &str) -> Option<AccessKey> {
+        self.keys
+            .get(access_key_id)
+            .cloned()
+            .or_else(|| self.issued.read().get(access_key_id).cloned())
+    }
+
+    /// Whether a key was issued to an agent and so may not call the control plane.
+    pub fn is_data_plane_only(&self, access_key_id: &str) -> bool {
+        self.issued.read().contains_key(access_key_id)
     }
 
     /// Checks a request's signature envelope and key before its body is read (see
@@ -37,7 +54,7 @@ impl KeyStore {
         request: &SignedRequest<'_>,
         now: Timestamp,
     ) -> Result<(), AuthError> {
-        sigv4::precheck(settings, request, now, |key| self.keys.contains_key(key))
+        sigv4::precheck(settings, request, now, |key| self.secret(key).is_some())
     }
 
     /// Verifies a request's signature and returns the caller it identifies.
@@ -48,16 +65,32 @@ impl KeyStore {
         now: Timestamp,
     ) -> Result<Caller, AuthError> {
         let verified = sigv4::verify(settings, request, now, |key| {
-            self.keys.get(key).map(|k| k.secret_access_key.clone())
+            self.secret(key).map(|k| k.secret_access_key)
         })?;
         let key = self
-            .keys
-            .get(&verified.access_key_id)
+            .secret(&verified.access_key_id)
             .ok_or(AuthError::UnknownAccessKey)?;
         Ok(Caller {
             account: key.account_id.clone(),
             access_key_id: key.access_key_id.clone(),
         })
+    }
+}
+
+impl CredentialIssuer for KeyStore {
+    fn issue_data_plane_key(&self, account: &AccountId) -> (String, String) {
+        let key = AccessKey {
+            access_key_id: format!("ASIA{}", ids::random_alphanumeric(16).to_ascii_uppercase()),
+            secret_access_key: ids::secret(40),
+            account_id: account.clone(),
+        };
+        let pair = (key.access_key_id.clone(), key.secret_access_key.clone());
+        self.issued.write().insert(key.access_key_id.clone(), key);
+        pair
+    }
+
+    fn revoke(&self, access_key_id: &str) {
+        self.issued.write().remove(access_key_id);
     }
 }
 

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use berth_store::idempotency::{self, StoredResponse, TokenKey};
+use berth_wire::model::Location;
 use berth_wire::router::RouteError;
 use berth_wire::sigv4::{AuthError, SignedRequest};
 use berth_wire::{AwsError, Operation, Plane, RawRequest, ServiceModel, bind_request};
@@ -18,7 +19,12 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::auth::ensure_host;
+use crate::operations::INVOKE;
 use crate::state::AppState;
+
+/// Code bundles are uploaded here (`PUT /_berth/artifacts/{bucket}/{key}`, SigV4-signed);
+/// `codeConfiguration.code.s3 {bucket, prefix: key}` then names them. Not an AgentCore path.
+pub const ARTIFACT_PREFIX: &str = "/_berth/artifacts/";
 
 const REQUEST_ID: &str = "x-amzn-requestid";
 const ERROR_TYPE: &str = "x-amzn-errortype";
@@ -28,6 +34,48 @@ const MAX_PRESIGN_SECONDS: u64 = 7 * 24 * 60 * 60;
 /// How long a request waits for another one with the same client token to finish.
 const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const IN_FLIGHT_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Moves output members the model binds to headers out of the JSON body.
+fn bind_output_headers(model: &ServiceModel, operation: &Operation, response: &mut Response, body: &mut Vec<u8>) {
+    let Some(shape) = operation.output.as_ref().and_then(|o| model.shape(&o.shape)) else {
+        return;
+    };
+    let header_members: Vec<_> = shape
+        .members
+        .iter()
+        .filter(|(_, m)| m.location == Some(Location::Header))
+        .collect();
+    if header_members.is_empty() {
+        return;
+    }
+    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    for (name, member) in header_members {
+        if let Some(value) = object.remove(name) {
+            let text = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+            let header_name = member.location_name.as_deref().unwrap_or(name);
+            if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(header_name), HeaderValue::from_str(&text)) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
+    *body = serde_json::to_vec(&object).unwrap_or_default();
+}
+
+fn operation_response(
+    model: &ServiceModel,
+    operation: &Operation,
+    status: StatusCode,
+    request_id: &str,
+    mut body: Vec<u8>,
+) -> Response {
+    let mut headers = Response::new(Body::empty());
+    bind_output_headers(model, operation, &mut headers, &mut body);
+    let mut response = json_response(status, request_id, body);
+    response.headers_mut().extend(headers.headers().clone());
+    response
+}
 
 fn json_response(status: StatusCode, request_id: &str, body: Vec<u8>) -> Response {
     let mut response = Response::new(if status == StatusCode::NO_CONTENT {
@@ -57,7 +105,7 @@ pub fn error_response(error: &AwsError, request_id: &str) -> Response {
 }
 
 /// The operation's error for `kind`, with internal details kept out of the message.
-fn operation_error(
+pub(crate) fn operation_error(
     model: &ServiceModel,
     operation: &Operation,
     kind: &ErrorKind,
@@ -92,12 +140,6 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
     let inner = &state.inner;
     let (mut parts, body) = request.into_parts();
     let limit = inner.settings.max_body_bytes;
-    let too_large = || {
-        let mut error = AwsError::validation(ErrorKind::REASON_CANNOT_PARSE, &[]);
-        error.status = 413;
-        error.message = format!("the request body is larger than the {limit}-byte limit");
-        error_response(&error, &request_id)
-    };
     ensure_host(&mut parts.headers, parts.uri.authority().map(|a| a.as_str()));
     let method = parts.method.as_str().to_string();
     let raw_path = parts.uri.path().to_string();
@@ -119,6 +161,38 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
     if let Err(error) = inner.keys.precheck(&inner.verifier, &envelope, inner.clock.now()) {
         return refuse(error);
     }
+    // Routing needs only the method and path, and decides how large a body may be.
+    let artifact = raw_path.strip_prefix(ARTIFACT_PREFIX).map(str::to_string);
+    let found = if artifact.is_some() {
+        None
+    } else {
+        match inner.router.route(&method, &raw_path) {
+            Ok(found) => Some(found),
+            Err(error) => {
+                let (shape, status) = match error {
+                    RouteError::NotFound => ("UnknownOperationException", 404),
+                    RouteError::MethodNotAllowed => ("UnknownOperationException", 405),
+                    RouteError::BadEncoding => ("ValidationException", 400),
+                };
+                return error_response(
+                    &AwsError::new(shape, status, format!("{method} {raw_path}: {error}")),
+                    &request_id,
+                );
+            }
+        }
+    };
+    let carries_payload = artifact.is_some() || found.as_ref().is_some_and(|f| f.operation.name == INVOKE);
+    let limit = if carries_payload {
+        inner.settings.max_payload_bytes
+    } else {
+        limit
+    };
+    let too_large = || {
+        let mut error = AwsError::validation(ErrorKind::REASON_CANNOT_PARSE, &[]);
+        error.status = 413;
+        error.message = format!("the request body is larger than the {limit}-byte limit");
+        error_response(&error, &request_id)
+    };
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -143,32 +217,35 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
         Ok(caller) => caller,
         Err(error) => return refuse(error),
     };
-
-    let found = match inner.router.route(&method, &raw_path) {
-        Ok(found) => found,
-        Err(error) => {
-            let (shape, status) = match error {
-                RouteError::NotFound => ("UnknownOperationException", 404),
-                RouteError::MethodNotAllowed => ("UnknownOperationException", 405),
-                RouteError::BadEncoding => ("ValidationException", 400),
-            };
-            return error_response(
-                &AwsError::new(shape, status, format!("{method} {raw_path}: {error}")),
-                &request_id,
-            );
-        }
+    let scoped = inner.keys.is_data_plane_only(&caller.access_key_id);
+    let control_plane = found.as_ref().is_none_or(|f| f.plane == Plane::Control);
+    if scoped && control_plane {
+        let message = "this key was issued to an agent session and is valid for the data plane only";
+        return error_response(&AwsError::new("AccessDeniedException", 403, message), &request_id);
+    }
+    let Some(found) = found else {
+        return upload_artifact(
+            &state,
+            &method,
+            artifact.as_deref().unwrap_or_default(),
+            caller,
+            body,
+            &request_id,
+        )
+        .await;
     };
+
     let operation = found.operation;
     tracing::Span::current().record("operation", operation.name.as_str());
     let model = berth_wire::models().plane(found.plane);
-    let Some(handler) = inner.registry.get(found.plane, &operation.name) else {
+    if !inner.registry.implements(found.plane, &operation.name) {
         let error = AwsError::new(
             "UnknownOperationException",
             501,
             format!("{} is not implemented by this Berth server yet", operation.name),
         );
         return error_response(&error, &request_id);
-    };
+    }
 
     let bound = bind_request(
         model,
@@ -180,11 +257,36 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
             body,
         },
     );
-    let input = match bound {
-        Ok(bound) => bound.input,
+    let (input, payload) = match bound {
+        Ok(bound) => (bound.input, bound.payload),
         Err(kind) => {
             return error_response(&operation_error(model, operation, &kind, "", &request_id), &request_id);
         }
+    };
+    if operation.name == INVOKE {
+        let Some(runtime) = &inner.registry.runtime else {
+            return error_response(
+                &AwsError::new("UnknownOperationException", 501, "Runtime is disabled"),
+                &request_id,
+            );
+        };
+        return crate::invoke::invoke(
+            runtime,
+            model,
+            operation,
+            caller,
+            input,
+            &parts.headers,
+            payload,
+            &request_id,
+        )
+        .await;
+    }
+    let Some(handler) = inner.registry.get(found.plane, &operation.name) else {
+        return error_response(
+            &AwsError::new("UnknownOperationException", 501, "not implemented"),
+            &request_id,
+        );
     };
     run(
         &state,
@@ -223,7 +325,7 @@ async fn run(
 
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return match handler(caller, input).await {
-            Ok(body) => json_response(success, request_id, body),
+            Ok(body) => operation_response(model, operation, success, request_id, body),
             Err(e) => error_response(
                 &operation_error(model, operation, &e.kind, &e.message, request_id),
                 request_id,
@@ -254,7 +356,7 @@ async fn run(
             Err(e) => return internal(e.to_string()),
             Ok(Some(stored)) if stored.request_hash == request_hash => {
                 let status = StatusCode::from_u16(stored.status).unwrap_or(success);
-                return json_response(status, request_id, stored.body.into_bytes());
+                return operation_response(model, operation, status, request_id, stored.body.into_bytes());
             }
             Ok(Some(_)) => {
                 let kind = ErrorKind::Validation {
@@ -298,7 +400,7 @@ async fn run(
                 }
                 drop(running);
             });
-            json_response(success, request_id, body)
+            operation_response(model, operation, success, request_id, body)
         }
         Err(e) => error_response(
             &operation_error(model, operation, &e.kind, &e.message, request_id),
@@ -326,5 +428,65 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.set.lock().remove(&self.key);
+    }
+}
+
+/// `PUT /_berth/artifacts/{bucket}/{key}`: stores a code bundle for the caller's account.
+async fn upload_artifact(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    caller: Caller,
+    body: Bytes,
+    request_id: &str,
+) -> Response {
+    let Some(runtime) = &state.inner.services.runtime else {
+        return error_response(
+            &AwsError::new("UnknownOperationException", 501, "Runtime is disabled"),
+            request_id,
+        );
+    };
+    if method != "PUT" {
+        let error = AwsError::new("UnknownOperationException", 405, "artifacts are uploaded with PUT");
+        return error_response(&error, request_id);
+    }
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned();
+    let Some((bucket, key)) = decoded.split_once('/') else {
+        let kind = ErrorKind::invalid_field("key", "the path must be /_berth/artifacts/{bucket}/{key}");
+        return error_response(
+            &AwsError::validation(ErrorKind::REASON_FIELD_VALIDATION, &kind_fields(&kind)),
+            request_id,
+        );
+    };
+    match runtime.put_artifact(&caller, bucket, key, body).await {
+        Ok(value) => json_response(StatusCode::OK, request_id, value.to_string().into_bytes()),
+        Err(e) => {
+            use berth_core::ApiError;
+            let kind = e.kind();
+            if kind == ErrorKind::Internal {
+                tracing::error!(request_id, error = %e, "artifact upload failed");
+                return error_response(
+                    &AwsError::new(
+                        "InternalServerException",
+                        500,
+                        format!("internal error; request id {request_id}"),
+                    ),
+                    request_id,
+                );
+            }
+            error_response(
+                &AwsError::validation(ErrorKind::REASON_FIELD_VALIDATION, &kind_fields(&kind)),
+                request_id,
+            )
+        }
+    }
+}
+
+fn kind_fields(kind: &ErrorKind) -> Vec<berth_core::FieldError> {
+    match kind {
+        ErrorKind::Validation { fields, .. } => fields.clone(),
+        _ => vec![],
     }
 }

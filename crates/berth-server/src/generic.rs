@@ -95,6 +95,13 @@ impl Generic {
                 .exists(caller.account.as_str(), id)
                 .await
                 .map_err(|e| GenericError::Lookup(e.to_string()))?,
+            ("runtime", Some(_)) => match &self.services.runtime {
+                Some(runtime) => runtime
+                    .resource_exists(caller, &parsed)
+                    .await
+                    .map_err(|e| GenericError::Lookup(e.to_string()))?,
+                None => false,
+            },
             _ => false,
         };
         if exists {

@@ -16,7 +16,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use berth_runtime::RuntimeService;
+
 use crate::generic::Generic;
+
+/// The one operation whose input and output are not JSON documents.
+pub const INVOKE: &str = "InvokeAgentRuntime";
 use crate::state::Services;
 
 /// A failed operation, before it is encoded for the wire.
@@ -81,9 +86,25 @@ macro_rules! operation {
     }};
 }
 
+/// Registers `service.method(&caller, input)` where the method returns a JSON `Value`.
+macro_rules! value_operation {
+    ($table:expr, $plane:ident, $name:literal, $service:expr, $method:ident) => {{
+        let service = $service.clone();
+        $table.entry(Plane::$plane).or_default().insert(
+            $name,
+            typed(move |caller: Caller, input: Value| {
+                let service = service.clone();
+                async move { service.$method(&caller, input).await }
+            }),
+        );
+    }};
+}
+
 /// Every implemented operation.
 pub struct Registry {
     handlers: HashMap<Plane, HashMap<&'static str, OpHandler>>,
+    /// InvokeAgentRuntime: raw payload in, streamed agent response out (see `invoke`).
+    pub runtime: Option<RuntimeService>,
 }
 
 impl Registry {
@@ -102,6 +123,57 @@ impl Registry {
         operation!(table, Data, "ListActors", memory, list_actors);
         operation!(table, Data, "ListSessions", memory, list_sessions);
 
+        if let Some(runtime) = &services.runtime {
+            value_operation!(table, Control, "CreateAgentRuntime", runtime, create_agent_runtime);
+            value_operation!(table, Control, "GetAgentRuntime", runtime, get_agent_runtime);
+            value_operation!(table, Control, "UpdateAgentRuntime", runtime, update_agent_runtime);
+            value_operation!(table, Control, "DeleteAgentRuntime", runtime, delete_agent_runtime);
+            value_operation!(table, Control, "ListAgentRuntimes", runtime, list_agent_runtimes);
+            value_operation!(
+                table,
+                Control,
+                "ListAgentRuntimeVersions",
+                runtime,
+                list_agent_runtime_versions
+            );
+            value_operation!(
+                table,
+                Control,
+                "CreateAgentRuntimeEndpoint",
+                runtime,
+                create_agent_runtime_endpoint
+            );
+            value_operation!(
+                table,
+                Control,
+                "GetAgentRuntimeEndpoint",
+                runtime,
+                get_agent_runtime_endpoint
+            );
+            value_operation!(
+                table,
+                Control,
+                "UpdateAgentRuntimeEndpoint",
+                runtime,
+                update_agent_runtime_endpoint
+            );
+            value_operation!(
+                table,
+                Control,
+                "DeleteAgentRuntimeEndpoint",
+                runtime,
+                delete_agent_runtime_endpoint
+            );
+            value_operation!(
+                table,
+                Control,
+                "ListAgentRuntimeEndpoints",
+                runtime,
+                list_agent_runtime_endpoints
+            );
+            value_operation!(table, Data, "StopRuntimeSession", runtime, stop_runtime_session);
+        }
+
         let generic = Generic::new(store.clone(), services.clone());
         operation!(table, Control, "TagResource", generic, tag_resource);
         operation!(table, Control, "UntagResource", generic, untag_resource);
@@ -109,11 +181,19 @@ impl Registry {
         operation!(table, Control, "PutResourcePolicy", generic, put_resource_policy);
         operation!(table, Control, "GetResourcePolicy", generic, get_resource_policy);
         operation!(table, Control, "DeleteResourcePolicy", generic, delete_resource_policy);
-        Registry { handlers: table }
+        Registry {
+            handlers: table,
+            runtime: services.runtime.clone(),
+        }
     }
 
     pub fn get(&self, plane: Plane, operation: &str) -> Option<&OpHandler> {
         self.handlers.get(&plane)?.get(operation)
+    }
+
+    /// Whether an operation has a handler, streaming ones included.
+    pub fn implements(&self, plane: Plane, operation: &str) -> bool {
+        self.get(plane, operation).is_some() || (plane == Plane::Data && operation == INVOKE && self.runtime.is_some())
     }
 
     /// The implemented operations, for `berth doctor` and docs.
@@ -123,6 +203,9 @@ impl Registry {
             .iter()
             .flat_map(|(plane, ops)| ops.keys().map(|name| (*plane, *name)))
             .collect();
+        if self.runtime.is_some() {
+            names.push((Plane::Data, INVOKE));
+        }
         names.sort_by_key(|(plane, name)| (*plane == Plane::Data, *name));
         names
     }

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use berth_core::Clock;
 use berth_memory::MemoryService;
+use berth_runtime::RuntimeService;
 use berth_store::Store;
 use berth_store::idempotency::TokenKey;
 use berth_wire::Router as WireRouter;
@@ -26,6 +27,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// How far a request's signing time may be from the server clock.
     pub max_clock_skew_seconds: i64,
+    /// The largest InvokeAgentRuntime payload and uploaded code bundle, in bytes.
+    pub max_payload_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -34,14 +37,17 @@ impl Default for ServerSettings {
             region: "us-east-1".into(),
             max_body_bytes: 32 * 1024 * 1024,
             max_clock_skew_seconds: 300,
+            max_payload_bytes: 100 * 1024 * 1024,
         }
     }
 }
 
-/// The services the server dispatches to.
+/// The services the server dispatches to. Runtime is absent where no sandbox backend was
+/// built (tools that only need the store); its operations then answer 501.
 #[derive(Clone)]
 pub struct Services {
     pub memory: MemoryService,
+    pub runtime: Option<RuntimeService>,
 }
 
 /// Everything a request handler can reach.
@@ -103,7 +109,11 @@ pub async fn health(State(state): State<AppState>) -> (http::StatusCode, Json<Va
             "version": env!("CARGO_PKG_VERSION"),
             "region": state.inner.settings.region,
             "database": { "backend": store.backend().name(), "reachable": database },
-            "services": { "memory": "ready" },
+            "services": {
+                "memory": "ready",
+                "runtime": if state.inner.services.runtime.is_some() { "ready" } else { "disabled" },
+            },
+            "runtimeSessions": state.inner.services.runtime.as_ref().map(|r| r.sessions().reports()).unwrap_or_default(),
         })),
     )
 }

@@ -31,7 +31,12 @@ async fn state(dir: &tempfile::TempDir) -> AppState {
         secret_access_key: SECRET.into(),
         account_id: AccountId::try_from("123456789012".to_string()).unwrap(),
     }]);
-    AppState::new(ServerSettings::default(), keys, store, Services { memory })
+    AppState::new(
+        ServerSettings::default(),
+        keys,
+        store,
+        Services { memory, runtime: None },
+    )
 }
 
 fn signed(method: &str, path: &str, body: Vec<u8>) -> Request<Body> {

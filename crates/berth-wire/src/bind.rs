@@ -126,9 +126,17 @@ pub fn bind_request(
         }
     }
 
+    // A raw payload travels beside the input; a stand-in lets the required-member check see it.
+    let raw_payload = shape.payload.as_ref().filter(|_| payload.is_some());
+    if let Some(name) = raw_payload {
+        object.insert(name.clone(), Value::String(String::new()));
+    }
     let mut input = Value::Object(object);
     if errors.is_empty() {
         validate(model, shape, &mut input, "", &mut errors, true);
+    }
+    if let (Some(name), Value::Object(object)) = (raw_payload, &mut input) {
+        object.remove(name);
     }
     if errors.is_empty() {
         Ok(BoundInput { input, payload })

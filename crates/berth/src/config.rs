@@ -23,6 +23,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub memory: MemoryFile,
     #[serde(default)]
+    pub runtime: RuntimeFile,
+    #[serde(default)]
     pub access_keys: Vec<AccessKey>,
 }
 
@@ -37,6 +39,70 @@ pub struct LimitsFile {
 #[serde(deny_unknown_fields)]
 pub struct MemoryFile {
     pub expiry_sweep_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeFile {
+    /// Whether sandboxes get the egress proxy at all (default true).
+    pub egress: Option<bool>,
+    /// Domains `VPC`-mode runtimes may reach through the proxy.
+    pub egress_allowlist: Option<Vec<String>>,
+    pub session_memory_bytes: Option<u64>,
+    pub session_pids: Option<u64>,
+    pub session_cpu_millicores: Option<u64>,
+    pub startup_timeout_seconds: Option<u64>,
+    pub max_payload_bytes: Option<usize>,
+    /// A package index for code builds (pip's PIP_INDEX_URL).
+    pub pip_index_url: Option<String>,
+}
+
+/// Runtime's validated settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub egress: bool,
+    pub egress_allowlist: Vec<String>,
+    pub limits: berth_sandbox::Limits,
+    pub startup_timeout_seconds: u64,
+    pub max_payload_bytes: usize,
+    pub pip_index_url: Option<String>,
+}
+
+impl RuntimeConfig {
+    fn from_file(file: RuntimeFile) -> anyhow::Result<RuntimeConfig> {
+        let defaults = berth_sandbox::Limits::default();
+        let limits = berth_sandbox::Limits {
+            memory_bytes: file.session_memory_bytes.unwrap_or(defaults.memory_bytes),
+            pids: file.session_pids.unwrap_or(defaults.pids),
+            cpu_millicores: file.session_cpu_millicores.unwrap_or(defaults.cpu_millicores),
+            tmp_bytes: defaults.tmp_bytes,
+        };
+        if limits.memory_bytes < 32 * 1024 * 1024 {
+            bail!("runtime.session_memory_bytes: must be at least 33554432 (32 MiB)");
+        }
+        if limits.pids < 8 {
+            bail!("runtime.session_pids: must be at least 8");
+        }
+        if !(10..=1_000_000).contains(&limits.cpu_millicores) {
+            bail!("runtime.session_cpu_millicores: must be between 10 and 1000000");
+        }
+        let max_payload_bytes = file.max_payload_bytes.unwrap_or(100 * 1024 * 1024);
+        if !(1024..=1 << 31).contains(&max_payload_bytes) {
+            bail!("runtime.max_payload_bytes: must be between 1024 and 2147483648");
+        }
+        let startup_timeout_seconds = file.startup_timeout_seconds.unwrap_or(60);
+        if !(1..=3600).contains(&startup_timeout_seconds) {
+            bail!("runtime.startup_timeout_seconds: must be between 1 and 3600");
+        }
+        Ok(RuntimeConfig {
+            egress: file.egress.unwrap_or(true),
+            egress_allowlist: file.egress_allowlist.unwrap_or_default(),
+            limits,
+            startup_timeout_seconds,
+            max_payload_bytes,
+            pip_index_url: file.pip_index_url,
+        })
+    }
 }
 
 /// Values from flags or their `BERTH_*` variables (clap resolves flag over variable).
@@ -84,6 +150,7 @@ pub struct Config {
     pub max_clock_skew_seconds: i64,
     pub expiry_sweep_seconds: u64,
     pub access_keys: Vec<AccessKey>,
+    pub runtime: RuntimeConfig,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -184,6 +251,7 @@ impl Config {
             max_clock_skew_seconds,
             expiry_sweep_seconds,
             access_keys: file.access_keys,
+            runtime: RuntimeConfig::from_file(file.runtime)?,
         })
     }
 

@@ -39,8 +39,19 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The sandbox guest runs from this binary; it must start before any thread exists.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__guest") {
+        std::process::exit(berth_guest::main_with_args(&args[2..]));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     Config::check_environment(std::env::vars().map(|(k, _)| k))?;
     match cli.command {

@@ -7,6 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use berth_core::SystemClock;
 use berth_memory::MemoryService;
+use berth_runtime::{RuntimeService, SessionManager, SessionSettings};
+use berth_sandbox::Backend;
+use berth_sandbox::namespace::{NamespaceBackend, NamespaceSettings};
 use berth_server::{AppState, KeyStore, ServerSettings, Services};
 use berth_store::Store;
 use berth_store::jobs::Worker;
@@ -42,36 +45,70 @@ pub struct Built {
     pub state: AppState,
     pub worker: Worker,
     pub memory: MemoryService,
+    pub runtime: RuntimeService,
     pub store: Store,
 }
 
-pub async fn build(config: &Config) -> anyhow::Result<Built> {
+/// The namespace-tier backend, running the guest from this very binary (`berth __guest`).
+pub fn sandbox_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+    let exe = std::env::current_exe().context("locating the berth binary for the sandbox guest")?;
+    let settings = NamespaceSettings::new(vec![exe.into(), "__guest".into()], config.data_dir.join("sandboxes"));
+    let backend = NamespaceBackend::new(settings).context("preparing the sandbox directory")?;
+    if let berth_sandbox::cgroup::Hierarchy::Unavailable(reason) = backend.hierarchy() {
+        tracing::warn!(%reason, "sandbox resource limits are not enforced");
+    }
+    Ok(Arc::new(backend))
+}
+
+/// `api_address` is where the listener is (sandboxes reach Berth's API through it).
+pub async fn build(config: &Config, api_address: std::net::SocketAddr) -> anyhow::Result<Built> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let root = credentials::load_or_create(&config.data_dir)?;
     let mut keys = vec![root];
     keys.extend(config.access_keys.iter().cloned());
+    let keys = KeyStore::new(keys);
     let store = Store::open(&config.database_url, Arc::new(SystemClock))
         .await
         .with_context(|| format!("opening database {}", redact(&config.database_url)))?;
     let mut worker = Worker::new(store.clone());
     let mut memory = MemoryService::new(store.clone(), &config.region);
     memory.attach_worker(&mut worker);
+    let runtime_config = &config.runtime;
+    let session_settings = SessionSettings {
+        region: config.region.clone(),
+        api_address,
+        public_endpoint: config.endpoint_url(),
+        limits: runtime_config.limits.clone(),
+        egress_enabled: runtime_config.egress,
+        egress_allowlist: runtime_config.egress_allowlist.clone(),
+        startup_timeout: Duration::from_secs(runtime_config.startup_timeout_seconds),
+    };
+    let sessions = SessionManager::new(session_settings, sandbox_backend(config)?, Arc::new(keys.clone()));
+    let runtime = RuntimeService::new(
+        store.clone(),
+        &config.region,
+        config.data_dir.clone(),
+        sessions,
+        runtime_config.pip_index_url.clone(),
+    );
+    runtime.attach_worker(&mut worker);
     let settings = ServerSettings {
         region: config.region.clone(),
         max_body_bytes: config.max_body_bytes,
         max_clock_skew_seconds: config.max_clock_skew_seconds,
+        max_payload_bytes: runtime_config.max_payload_bytes,
     };
-    let state = AppState::new(
-        settings,
-        KeyStore::new(keys),
-        store.clone(),
-        Services { memory: memory.clone() },
-    );
+    let services = Services {
+        memory: memory.clone(),
+        runtime: Some(runtime.clone()),
+    };
+    let state = AppState::new(settings, keys, store.clone(), services);
     Ok(Built {
         state,
         worker,
         memory,
+        runtime,
         store,
     })
 }
@@ -91,16 +128,17 @@ pub fn redact(url: &str) -> String {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let Built {
-        state,
-        worker,
-        memory,
-        store,
-    } = build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let address = listener.local_addr()?;
+    let Built {
+        state,
+        worker,
+        memory,
+        runtime,
+        store,
+    } = build(&config, address).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -129,6 +167,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    let reaper_runtime = runtime.clone();
+    let mut reaper_stop = stop_rx.clone();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = reaper_stop.wait_for(|stop| *stop) => return,
+                _ = tick.tick() => {}
+            }
+            reaper_runtime.sessions().reap().await;
+        }
+    });
+
     tracing::info!(%address, database = store.backend().name(), region = %config.region, "berth is serving");
     println!("berth listening on http://{address}");
     let app = berth_server::app(state);
@@ -145,6 +196,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("requests still running after the drain deadline; exiting anyway"),
     }
     let _ = tokio::time::timeout(DRAIN_DEADLINE, async { while tasks.join_next().await.is_some() {} }).await;
+    runtime.sessions().stop_all().await;
     store.close().await;
     Ok(())
 }
