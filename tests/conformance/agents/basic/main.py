@@ -1,0 +1,60 @@
+"""A conformance agent written with BedrockAgentCoreApp. The payload's "op" picks a behaviour,
+so one build serves every runtime test."""
+
+import os
+import time
+
+from bedrock_agentcore.runtime import BedrockAgentCoreApp
+
+app = BedrockAgentCoreApp()
+counts = {}
+
+
+def stream(words, fail):
+    for word in words:
+        time.sleep(0.3)
+        yield {"delta": word}
+    if fail:
+        raise RuntimeError("the stream broke")
+
+
+@app.entrypoint
+def handle(payload, context):
+    op = payload.get("op", "count")
+    if op == "count":
+        counts[context.session_id] = counts.get(context.session_id, 0) + 1
+        return {"count": counts[context.session_id], "session": context.session_id, "pid": os.getpid()}
+    if op == "stream":
+        return stream(payload.get("words", []), payload.get("fail", False))
+    if op == "raise":
+        raise ValueError("the agent failed on purpose")
+    if op == "memory":
+        from bedrock_agentcore.memory import MemoryClient
+
+        client = MemoryClient()
+        client.create_event(
+            memory_id=payload["memoryId"],
+            actor_id="agent",
+            session_id=context.session_id,
+            messages=[("written from inside the sandbox", "ASSISTANT")],
+        )
+        events = client.list_events(memory_id=payload["memoryId"], actor_id="agent", session_id=context.session_id)
+        try:
+            client.gmcp_client.list_memories()
+            control = "allowed"
+        except Exception as error:  # the session's key is data-plane only
+            control = type(error).__name__ + ": " + str(error)[:200]
+        return {"events": len(events), "control": control}
+    if op == "peek":
+        # What an agent can see of the machine it runs on.
+        return {
+            "uid": os.getuid(),
+            "workspace": sorted(os.listdir("/workspace")),
+            "home": os.environ.get("HOME"),
+            "endpoint": os.environ.get("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE"),
+        }
+    return {"error": f"unknown op {op}"}
+
+
+if __name__ == "__main__":
+    app.run()

@@ -1,0 +1,250 @@
+"""Runtime conformance (spec §7 flows 1, 2 and 15, and the runtime contract of §3), driven
+with boto3 and the `berth deploy` / `berth invoke` CLI against real sandboxes."""
+
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import BINARY, Server
+
+AGENT = os.path.join(os.path.dirname(__file__), "agents", "basic")
+
+
+@pytest.fixture(scope="module")
+def server():
+    # Runtime tests build real environments; once, on SQLite, is enough for the wire contract.
+    server = Server("sqlite")
+    saved = dict(os.environ)
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update(server.environ())
+    boto3.DEFAULT_SESSION = None
+    yield server
+    os.environ.clear()
+    os.environ.update(saved)
+    boto3.DEFAULT_SESSION = None
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cp(server):
+    return boto3.client("bedrock-agentcore-control")
+
+
+@pytest.fixture(scope="module")
+def dp(server):
+    return boto3.client("bedrock-agentcore")
+
+
+def berth_cli(server, *args, check=True):
+    return subprocess.run(
+        [BINARY, *args, "--data-dir", server.data_dir, "--listen", f"127.0.0.1:{server.port}"],
+        capture_output=True, text=True, timeout=900, check=check,
+    )
+
+
+@pytest.fixture(scope="module")
+def agent(server):
+    """The basic agent, deployed with `berth deploy`."""
+    name = "conformance_" + uuid.uuid4().hex[:8]
+    out = berth_cli(server, "deploy", AGENT, "--name", name)
+    deployed = json.loads(out.stdout)
+    assert deployed["status"] == "READY" and deployed["agentRuntimeVersion"] == "1"
+    deployed["name"] = name
+    return deployed
+
+
+def session_id():
+    return "conformance-session-" + uuid.uuid4().hex
+
+
+def invoke(dp, agent, payload, sid, **kwargs):
+    response = dp.invoke_agent_runtime(
+        agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId=sid, payload=json.dumps(payload), **kwargs
+    )
+    return response, json.loads(response["response"].read())
+
+
+def test_flow_1_deploy_invoke_session_affinity_and_stop(cp, dp, agent):
+    runtime = cp.get_agent_runtime(agentRuntimeId=agent["agentRuntimeId"])
+    assert runtime["status"] == "READY"
+    assert runtime["lifecycleConfiguration"] == {"idleRuntimeSessionTimeout": 900, "maxLifetime": 28800}
+    endpoint = cp.get_agent_runtime_endpoint(agentRuntimeId=agent["agentRuntimeId"], endpointName="DEFAULT")
+    assert endpoint["status"] == "READY" and endpoint["liveVersion"] == "1"
+
+    sid = session_id()
+    response, first = invoke(dp, agent, {"op": "count"}, sid, qualifier="DEFAULT")
+    assert response["runtimeSessionId"] == sid
+    assert response["contentType"] == "application/json"
+    assert first["count"] == 1 and first["session"] == sid
+    _, second = invoke(dp, agent, {"op": "count"}, sid)
+    assert second["count"] == 2 and second["pid"] == first["pid"]
+
+    # Another session of the same runtime shares nothing with the first.
+    other = session_id()
+    _, separate = invoke(dp, agent, {"op": "count"}, other)
+    assert separate["count"] == 1
+    peek_a = invoke(dp, agent, {"op": "peek"}, sid)[1]
+    assert peek_a["home"] == "/workspace" and peek_a["uid"] == 0
+
+    stopped = dp.stop_runtime_session(agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId=sid)
+    assert stopped["runtimeSessionId"] == sid
+    _, fresh = invoke(dp, agent, {"op": "count"}, sid)
+    assert fresh["count"] == 1, "a stopped session starts over in a new sandbox"
+    with pytest.raises(ClientError) as missing:
+        dp.stop_runtime_session(agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId=session_id())
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_flow_2_streaming_passes_through_without_buffering(dp, agent):
+    started = time.time()
+    response = dp.invoke_agent_runtime(
+        agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId=session_id(),
+        accept="text/event-stream, application/json",
+        payload=json.dumps({"op": "stream", "words": ["one", "two", "three", "four"]}),
+    )
+    assert response["contentType"].startswith("text/event-stream")
+    frames, arrivals = [], []
+    # iter_lines reads 1024-byte chunks by default, which would wait for the whole stream here.
+    for line in response["response"].iter_lines(chunk_size=1):
+        if line.startswith(b"data: "):
+            frames.append(json.loads(line[len(b"data: "):]))
+            arrivals.append(time.time() - started)
+    assert [f["delta"] for f in frames] == ["one", "two", "three", "four"]
+    # Each word is produced 0.3 s after the last; buffering would deliver them all at the end.
+    assert arrivals[-1] - arrivals[0] > 0.6, arrivals
+
+
+def test_errors_in_the_agent(dp, agent):
+    with pytest.raises(ClientError) as failed:
+        invoke(dp, agent, {"op": "raise"}, session_id())
+    error = failed.value.response
+    assert error["Error"]["Code"] == "RuntimeClientError"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert "500" in error["Error"]["Message"]
+
+    # An exception inside a stream ends it with the SDK's error frame; the stream itself is 200.
+    response = dp.invoke_agent_runtime(
+        agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId=session_id(),
+        payload=json.dumps({"op": "stream", "words": ["a"], "fail": True}),
+    )
+    lines = [json.loads(l[6:]) for l in response["response"].iter_lines() if l.startswith(b"data: ")]
+    assert lines[0] == {"delta": "a"}
+    assert "the stream broke" in json.dumps(lines[-1])
+
+
+def test_agent_calls_memory_with_scoped_credentials(cp, dp, agent):
+    memory = cp.create_memory(name="runtime_" + uuid.uuid4().hex[:8], eventExpiryDuration=7)["memory"]
+    sid = session_id()
+    _, answer = invoke(dp, agent, {"op": "memory", "memoryId": memory["id"]}, sid)
+    assert answer["events"] == 1
+    assert "AccessDenied" in answer["control"], answer
+    events = dp.list_events(memoryId=memory["id"], actorId="agent", sessionId=sid, includePayloads=True)["events"]
+    assert events[0]["payload"][0]["conversational"]["content"]["text"] == "written from inside the sandbox"
+
+
+def test_cli_invoke_streams(server, agent):
+    out = berth_cli(server, "invoke", agent["name"], json.dumps({"op": "stream", "words": ["x", "y"]}))
+    assert 'data: {"delta": "x"}' in out.stdout and 'data: {"delta": "y"}' in out.stdout
+
+
+def test_versions_endpoints_and_bad_input(server, cp, dp, agent):
+    runtime_id = agent["agentRuntimeId"]
+    with pytest.raises(ClientError) as duplicate:
+        cp.create_agent_runtime(
+            agentRuntimeName=agent["name"], roleArn="arn:aws:iam::123456789012:role/r",
+            agentRuntimeArtifact=cp.get_agent_runtime(agentRuntimeId=runtime_id)["agentRuntimeArtifact"],
+        )
+    assert duplicate.value.response["Error"]["Code"] == "ConflictException"
+
+    # Version 2 runs crash.py: it builds, but its sessions die at start.
+    current = cp.get_agent_runtime(agentRuntimeId=runtime_id)
+    artifact = current["agentRuntimeArtifact"]
+    artifact["codeConfiguration"]["entryPoint"] = ["crash.py"]
+    updated = cp.update_agent_runtime(
+        agentRuntimeId=runtime_id, agentRuntimeArtifact=artifact, roleArn=current["roleArn"],
+        networkConfiguration={"networkMode": "PUBLIC"},
+    )
+    assert updated["status"] == "UPDATING" and updated["agentRuntimeVersion"] == "2"
+    prod = cp.create_agent_runtime_endpoint(agentRuntimeId=runtime_id, name="prod", agentRuntimeVersion="1")
+    assert prod["targetVersion"] == "1"
+    deadline = time.time() + 600
+    while cp.get_agent_runtime(agentRuntimeId=runtime_id)["status"] == "UPDATING" and time.time() < deadline:
+        time.sleep(1)
+    assert cp.get_agent_runtime(agentRuntimeId=runtime_id)["status"] == "READY"
+    versions = cp.list_agent_runtime_versions(agentRuntimeId=runtime_id)["agentRuntimes"]
+    assert [v["agentRuntimeVersion"] for v in versions] == ["2", "1"]
+    assert cp.get_agent_runtime_endpoint(agentRuntimeId=runtime_id, endpointName="DEFAULT")["liveVersion"] == "2"
+    names = {e["name"] for e in cp.list_agent_runtime_endpoints(agentRuntimeId=runtime_id)["runtimeEndpoints"]}
+    assert names == {"DEFAULT", "prod"}
+
+    # prod still serves version 1; DEFAULT now serves the crashing version 2.
+    assert invoke(dp, agent, {"op": "count"}, session_id(), qualifier="prod")[1]["count"] == 1
+    with pytest.raises(ClientError) as crashed:
+        invoke(dp, agent, {"op": "count"}, session_id())
+    assert crashed.value.response["Error"]["Code"] == "RuntimeClientError"
+    assert "giving up at start" in crashed.value.response["Error"]["Message"]
+
+    cases = [
+        (dict(qualifier="nope"), "ResourceNotFoundException"),
+        (dict(agentRuntimeArn=agent["agentRuntimeArn"].replace(runtime_id, "missing-AbCdEfGhIj")), "ResourceNotFoundException"),
+    ]
+    for extra, code in cases:
+        args = dict(agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId=session_id(), payload=b"{}")
+        args.update(extra)
+        with pytest.raises(ClientError) as bad:
+            dp.invoke_agent_runtime(**args)
+        assert bad.value.response["Error"]["Code"] == code, extra
+    from botocore.config import Config
+    unchecked = boto3.client("bedrock-agentcore", config=Config(parameter_validation=False))
+    with pytest.raises(ClientError) as short:
+        unchecked.invoke_agent_runtime(agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId="short", payload=b"{}")
+    assert short.value.response["Error"]["Code"] == "ValidationException"
+    unchecked_cp = boto3.client("bedrock-agentcore-control", config=Config(parameter_validation=False))
+    with pytest.raises(ClientError) as bad_name:
+        unchecked_cp.create_agent_runtime(
+            agentRuntimeName="9-bad-name", roleArn="arn:aws:iam::123456789012:role/r",
+            agentRuntimeArtifact=artifact,
+        )
+    assert bad_name.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_missing_bundle_fails_the_build_with_a_reason(cp):
+    created = cp.create_agent_runtime(
+        agentRuntimeName="nobundle_" + uuid.uuid4().hex[:6], roleArn="arn:aws:iam::123456789012:role/r",
+        agentRuntimeArtifact={"codeConfiguration": {
+            "code": {"s3": {"bucket": "nowhere", "prefix": "missing.zip"}},
+            "runtime": "PYTHON_3_11", "entryPoint": ["main.py"]}},
+    )
+    assert created["status"] == "CREATING"
+    deadline = time.time() + 60
+    while (got := cp.get_agent_runtime(agentRuntimeId=created["agentRuntimeId"]))["status"] == "CREATING":
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert got["status"] == "CREATE_FAILED"
+    assert "s3://nowhere/missing.zip" in got["failureReason"]
+
+
+def test_delete_then_not_found(server, cp, dp):
+    name = "todelete_" + uuid.uuid4().hex[:6]
+    deployed = json.loads(berth_cli(server, "deploy", AGENT, "--name", name).stdout)
+    invoke(dp, deployed, {"op": "count"}, session_id())
+    deleted = cp.delete_agent_runtime(agentRuntimeId=deployed["agentRuntimeId"])
+    assert deleted["status"] == "DELETING"
+    deadline = time.time() + 60
+    while True:
+        try:
+            cp.get_agent_runtime(agentRuntimeId=deployed["agentRuntimeId"])
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ResourceNotFoundException"
+            break
+        assert time.time() < deadline
+        time.sleep(0.2)
+    health = json.loads(__import__("urllib.request").request.urlopen(f"{server.endpoint}/health").read())
+    assert all(s["agentRuntimeId"] != deployed["agentRuntimeId"] for s in health["runtimeSessions"])
