@@ -83,7 +83,10 @@ impl Client {
         let bytes = response.into_body().collect().await?.to_bytes();
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = value["message"].as_str().or(value["Message"].as_str()).unwrap_or_default();
+            let message = value["message"]
+                .as_str()
+                .or(value["Message"].as_str())
+                .unwrap_or_default();
             bail!("{method} {path_and_query}: {status}: {message}");
         }
         Ok(value)

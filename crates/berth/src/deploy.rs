@@ -17,7 +17,14 @@ const DEPLOY_BUCKET: &str = "berth-deploy";
 /// Files an agent project is started from, in the order `deploy` looks for them.
 const ENTRYPOINTS: [&str; 4] = ["main.py", "agent.py", "app.py", "server.py"];
 /// What never goes into a bundle.
-const SKIPPED: [&str; 6] = [".venv", "venv", "__pycache__", ".git", ".bedrock_agentcore", "node_modules"];
+const SKIPPED: [&str; 6] = [
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".git",
+    ".bedrock_agentcore",
+    "node_modules",
+];
 
 #[derive(clap::Args, Debug)]
 pub struct DeployArgs {
@@ -149,7 +156,9 @@ pub async fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<Value>
     }
     let mut environment = serde_json::Map::new();
     for pair in &args.env {
-        let (name, value) = pair.split_once('=').with_context(|| format!("--env {pair}: expected NAME=VALUE"))?;
+        let (name, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--env {pair}: expected NAME=VALUE"))?;
         environment.insert(name.into(), json!(value));
     }
     let runtime = args.runtime.clone().unwrap_or_else(host_python_runtime);
@@ -169,7 +178,9 @@ pub async fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<Value>
     let answer = match find_runtime(client, &args.name).await? {
         Some(existing) => {
             let id = existing["agentRuntimeId"].as_str().unwrap_or_default().to_string();
-            client.json("PUT", &format!("/runtimes/{}/", encode_segment(&id)), Some(&definition)).await?
+            client
+                .json("PUT", &format!("/runtimes/{}/", encode_segment(&id)), Some(&definition))
+                .await?
         }
         None => {
             definition["agentRuntimeName"] = json!(args.name);
@@ -179,7 +190,9 @@ pub async fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<Value>
     let id = answer["agentRuntimeId"].as_str().unwrap_or_default().to_string();
     let deadline = Instant::now() + Duration::from_secs(args.wait_seconds);
     loop {
-        let got = client.json("GET", &format!("/runtimes/{}/", encode_segment(&id)), None).await?;
+        let got = client
+            .json("GET", &format!("/runtimes/{}/", encode_segment(&id)), None)
+            .await?;
         match got["status"].as_str().unwrap_or_default() {
             "READY" => {
                 return Ok(json!({
@@ -190,7 +203,10 @@ pub async fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<Value>
                 }));
             }
             status @ ("CREATE_FAILED" | "UPDATE_FAILED") => {
-                bail!("{status}: {}", got["failureReason"].as_str().unwrap_or("no reason given"));
+                bail!(
+                    "{status}: {}",
+                    got["failureReason"].as_str().unwrap_or("no reason given")
+                );
             }
             _ if Instant::now() >= deadline => bail!("the runtime was not READY after {} s", args.wait_seconds),
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
@@ -222,7 +238,9 @@ pub async fn invoke(client: &Client, args: &InvokeArgs) -> anyhow::Result<()> {
         ("accept", "text/event-stream, application/json"),
         ("x-amzn-bedrock-agentcore-runtime-session-id", session.as_str()),
     ];
-    let response = client.send("POST", &path, &headers, args.payload.as_bytes().to_vec()).await?;
+    let response = client
+        .send("POST", &path, &headers, args.payload.as_bytes().to_vec())
+        .await?;
     let status = response.status();
     eprintln!("session: {session}");
     let mut body = response.into_body();
@@ -240,7 +258,10 @@ pub async fn invoke(client: &Client, args: &InvokeArgs) -> anyhow::Result<()> {
     }
     if !status.is_success() {
         let value: Value = serde_json::from_slice(&failed).unwrap_or(Value::Null);
-        bail!("{status}: {}", value["message"].as_str().unwrap_or(&String::from_utf8_lossy(&failed)));
+        bail!(
+            "{status}: {}",
+            value["message"].as_str().unwrap_or(&String::from_utf8_lossy(&failed))
+        );
     }
     Ok(())
 }

@@ -31,6 +31,60 @@ impl Report {
     }
 }
 
+/// Builds and tears down a probe sandbox per tier (in a temporary directory, not the data dir)
+/// and says, for each tier that does not work, why.
+async fn probe_sandboxes(report: &mut Report) {
+    use berth_sandbox::cgroup::Hierarchy;
+    use berth_sandbox::namespace::{NamespaceBackend, NamespaceSettings};
+    use berth_sandbox::probe;
+
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return report.line(false, "sandbox", &format!("cannot locate the berth binary: {e}")),
+    };
+    let state = std::env::temp_dir().join(format!("berth-doctor-{}", std::process::id()));
+    let settings = NamespaceSettings::new(vec![exe.into(), "__guest".into()], state.clone());
+    match NamespaceBackend::new(settings) {
+        Ok(backend) => {
+            match backend.hierarchy() {
+                Hierarchy::Unavailable(reason) => report.info("cgroups", &format!("limits not enforced: {reason}")),
+                hierarchy => report.line(
+                    true,
+                    "cgroups",
+                    &format!("{hierarchy:?}: memory, pids and cpu limits and metering"),
+                ),
+            }
+            let namespace = tokio::time::timeout(probe::PROBE_TIMEOUT, probe::probe_backend(&backend)).await;
+            match namespace {
+                Ok(tier) => report.line(tier.available, "tier namespace", &tier.detail),
+                Err(_) => report.line(false, "tier namespace", "the probe sandbox did not answer in time"),
+            }
+        }
+        Err(e) => report.line(
+            false,
+            "tier namespace",
+            &format!("cannot prepare {}: {e}", state.display()),
+        ),
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    for tier in [probe::probe_gvisor(), probe::probe_microvm()] {
+        report.info(&format!("tier {}", tier.tier.name()), &tier.detail);
+    }
+    let pythons: Vec<String> = (10..=14)
+        .filter(|minor| std::path::Path::new(&format!("/usr/bin/python3.{minor}")).exists())
+        .map(|minor| format!("PYTHON_3_{minor}"))
+        .collect();
+    if pythons.is_empty() {
+        report.line(false, "runtime", "no /usr/bin/python3.x: code runtimes cannot be built");
+    } else {
+        report.line(
+            true,
+            "runtime",
+            &format!("code runtimes available: {}", pythons.join(", ")),
+        );
+    }
+}
+
 /// The SQLite file a `sqlite://PATH?…` URL names.
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
@@ -115,8 +169,8 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
             Err(error) => report.line(false, "database", &format!("{} is not reachable: {error}", redact(url))),
         }
     }
+    probe_sandboxes(&mut report).await;
     for service in [
-        "runtime",
         "gateway",
         "identity",
         "code interpreter",

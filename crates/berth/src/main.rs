@@ -52,7 +52,10 @@ fn api_client(overrides: &Overrides) -> anyhow::Result<client::Client> {
     let config = Config::load(overrides)?;
     let endpoint = std::env::var("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE").unwrap_or_else(|_| config.endpoint_url());
     let region = std::env::var("AWS_REGION").unwrap_or_else(|_| config.region.clone());
-    let (id, secret) = match (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
+    let (id, secret) = match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
         (Ok(id), Ok(secret)) => (id, secret),
         _ => {
             let key = credentials::load_or_create(&config.data_dir)?;
