@@ -12,7 +12,7 @@ PYTHON ?= python3
 REQUIREMENTS := tests/conformance/requirements.txt tests/conformance/requirements-optional.txt
 VENV_STAMP := $(VENV)/.berth-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 
-.PHONY: help serve credentials test build bench lint rust-test conformance postgres venv
+.PHONY: help serve credentials test build bench lint rust-test conformance postgres venv system-deps
 
 help:
 	@echo "make serve   build and run Berth on 127.0.0.1:8470 (berth credentials prints the client setup)"
@@ -22,7 +22,13 @@ help:
 build:
 	cargo build --release -p berth
 
-serve: build
+# Runtime builds agents' environments with the host's /usr/bin/python3 and its venv module.
+system-deps:
+	@/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "installing python3-venv for Runtime builds"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null; }
+
+serve: build system-deps
 	"$(CARGO_TARGET_DIR)/release/berth" serve $(ARGS)
 
 # Shell lines that point AWS clients at the server: eval "$$(make -s credentials)"
@@ -45,10 +51,10 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-rust-test: postgres
+rust-test: postgres system-deps
 	BERTH_TEST_POSTGRES_URL="$$(bash tools/ensure-postgres.sh)" cargo test --workspace --locked
 
-conformance: venv postgres
+conformance: venv postgres system-deps
 	cargo build -p berth --locked
 	BERTH_TEST_BINARY="$(CARGO_TARGET_DIR)/debug/berth" \
 	BERTH_TEST_POSTGRES_URL="$$(bash tools/ensure-postgres.sh)" \
