@@ -192,6 +192,42 @@ fn init(config: &LaunchConfig, maps_read: OwnedFd) -> Result<i32> {
     }
 }
 
+/// The gVisor tier's entry: runsc has built the sandbox already (the container's own
+/// namespaces, root and mounts under gVisor's kernel), so the guest only binds its socket,
+/// forks the server and reaps as pid 1. `bridges` is the JSON list of [`crate::protocol::Bridge`].
+pub fn serve(bridges: &str) -> i32 {
+    let bridges = match serde_json::from_str(bridges) {
+        Ok(bridges) => bridges,
+        Err(e) => {
+            eprintln!("berth-guest: bad bridges: {e}");
+            return 2;
+        }
+    };
+    let listener = match UnixListener::bind(Path::new(CONTROL_MOUNT).join(GUEST_SOCKET)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("berth-guest: bind the guest socket: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        eprintln!("berth-guest: no_new_privs: {e}");
+        return 1;
+    }
+    // SAFETY: single-threaded until the child starts its runtime.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => std::process::exit(crate::server::run(listener, bridges)),
+        Ok(ForkResult::Parent { child }) => {
+            drop(listener);
+            reap_until(child)
+        }
+        Err(e) => {
+            eprintln!("berth-guest: fork: {e}");
+            1
+        }
+    }
+}
+
 /// Reaps every process that ends up parented to pid 1 until the guest server exits.
 fn reap_until(server: Pid) -> i32 {
     loop {

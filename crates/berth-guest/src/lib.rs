@@ -11,14 +11,16 @@ mod launch;
 mod server;
 
 /// Runs the guest with its command-line arguments (without the program name); returns the
-/// process exit code. `launch` is the only mode today: build a namespace sandbox from the
-/// config on stdin and serve inside it.
+/// process exit code. `launch` builds a namespace sandbox from the config on stdin and serves
+/// inside it; `serve` serves inside a sandbox someone else built (gVisor).
 pub fn main_with_args(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         #[cfg(target_os = "linux")]
         Some("launch") => launch::run(),
+        #[cfg(target_os = "linux")]
+        Some("serve") => launch::serve(args.get(1).map(String::as_str).unwrap_or("[]")),
         _ => {
-            eprintln!("usage: berth-guest launch < config.json");
+            eprintln!("usage: berth-guest launch < config.json | berth-guest serve BRIDGES_JSON");
             2
         }
     }

@@ -163,6 +163,11 @@ impl SandboxCgroup {
         }
     }
 
+    /// The `cgroup.procs` files a process writes `0` to in order to join the group.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs().into_iter().map(|dir| dir.join("cgroup.procs")).collect()
+    }
+
     /// Moves a process (and its future children) into the group.
     pub fn add(&self, pid: u32) -> std::io::Result<()> {
         for dir in self.dirs() {

@@ -7,6 +7,8 @@
 pub mod cgroup;
 pub mod egress;
 pub mod guest;
+pub mod gvisor;
+mod host;
 pub mod namespace;
 pub mod probe;
 

@@ -1,28 +1,20 @@
 //! The namespace tier: Linux namespaces, a fresh read-only root, Landlock, seccomp and cgroups,
 //! built by `berth-guest launch` (see that module for the steps inside).
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_guest::protocol::{Bridge, GUEST_SOCKET, LaunchConfig};
-use parking_lot::Mutex;
-use tokio::io::AsyncReadExt;
+use berth_guest::protocol::LaunchConfig;
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
+use tokio::process::Command;
 
-use crate::cgroup::{Hierarchy, SandboxCgroup};
-use crate::egress::{self, EgressStats};
-use crate::{Backend, EGRESS_PROXY_PORT, Egress, GuestClient, Sandbox, SandboxError, SandboxSpec, Tier, Usage};
-
-const EGRESS_SOCKET: &str = "egress.sock";
+use crate::cgroup::Hierarchy;
+use crate::host::{HostSide, UidPool, prepare_state_dir};
+use crate::{Backend, GuestClient, Sandbox, SandboxError, SandboxSpec, Tier, Usage};
 
 #[derive(Clone, Debug)]
 pub struct NamespaceSettings {
@@ -53,23 +45,17 @@ impl NamespaceSettings {
 pub struct NamespaceBackend {
     settings: NamespaceSettings,
     hierarchy: Hierarchy,
-    uids: Arc<Mutex<BTreeSet<u32>>>,
+    uids: UidPool,
 }
 
 impl NamespaceBackend {
     /// Prepares the state directory, removing what a previous run left behind.
     pub fn new(settings: NamespaceSettings) -> std::io::Result<Self> {
-        if settings.state_dir.exists() {
-            for entry in std::fs::read_dir(&settings.state_dir)?.flatten() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        std::fs::create_dir_all(&settings.state_dir)?;
-        std::fs::set_permissions(&settings.state_dir, std::fs::Permissions::from_mode(0o700))?;
+        prepare_state_dir(&settings.state_dir)?;
         Ok(NamespaceBackend {
+            uids: UidPool::new(settings.uid_base, settings.uid_count),
             settings,
             hierarchy: Hierarchy::detect(),
-            uids: Arc::default(),
         })
     }
 
@@ -77,36 +63,6 @@ impl NamespaceBackend {
     pub fn hierarchy(&self) -> &Hierarchy {
         &self.hierarchy
     }
-
-    fn allocate_uid(&self) -> Result<u32, SandboxError> {
-        let euid = nix::unistd::geteuid().as_raw();
-        if euid != 0 {
-            // Unprivileged: the only host uid we may map is our own.
-            return Ok(euid);
-        }
-        let mut used = self.uids.lock();
-        let free = (self.settings.uid_base..self.settings.uid_base + self.settings.uid_count)
-            .find(|uid| !used.contains(uid))
-            .ok_or_else(|| SandboxError::Start("every sandbox uid is in use".into()))?;
-        used.insert(free);
-        Ok(free)
-    }
-}
-
-fn new_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}{:04x}{:04x}", nanos, std::process::id() & 0xffff, n & 0xffff)
-}
-
-fn private_dir(path: &Path, uid: u32) -> std::io::Result<()> {
-    std::fs::create_dir_all(path)?;
-    std::os::unix::fs::chown(path, Some(uid), Some(uid))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
 }
 
 #[async_trait]
@@ -116,22 +72,11 @@ impl Backend for NamespaceBackend {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<Arc<dyn Sandbox>, SandboxError> {
-        let id = new_id();
-        let uid = self.allocate_uid()?;
-        let dir = self.settings.state_dir.join(&id);
         let mut sandbox = NamespaceSandbox {
-            id: id.clone(),
-            guest: GuestClient::new(dir.join("control").join(GUEST_SOCKET)),
-            dir: dir.clone(),
-            uid,
-            uids: self.uids.clone(),
-            launcher: Mutex::new(None),
-            cgroup: None,
-            tasks: Vec::new(),
-            egress_stats: Arc::default(),
+            host: HostSide::new(&self.settings.state_dir, &self.uids)?,
         };
         // From here on, a failure tears down whatever was built.
-        match start(&mut sandbox, &self.settings, &self.hierarchy, spec).await {
+        match start(&mut sandbox.host, &self.settings, &self.hierarchy, spec).await {
             Ok(()) => Ok(Arc::new(sandbox)),
             Err(e) => {
                 sandbox.destroy().await;
@@ -142,57 +87,18 @@ impl Backend for NamespaceBackend {
 }
 
 async fn start(
-    sandbox: &mut NamespaceSandbox,
+    host: &mut HostSide,
     settings: &NamespaceSettings,
     hierarchy: &Hierarchy,
     spec: SandboxSpec,
 ) -> Result<(), SandboxError> {
-    let control = sandbox.control_dir();
-    std::fs::create_dir_all(&sandbox.dir)?;
-    private_dir(&control, sandbox.uid)?;
-    private_dir(&sandbox.workspace(), sandbox.uid)?;
-    // A writable mount is the sandbox's to fill (a build's output directory).
-    for mount in spec.mounts.iter().filter(|m| m.writable) {
-        std::os::unix::fs::chown(&mount.source, Some(sandbox.uid), Some(sandbox.uid))?;
-    }
-
-    let mut bridges = Vec::new();
-    if spec.egress != Egress::Denied {
-        let task = egress::serve_proxy(
-            &control.join(EGRESS_SOCKET),
-            spec.egress.clone(),
-            sandbox.egress_stats.clone(),
-        )?;
-        sandbox.tasks.push(task);
-        bridges.push(Bridge {
-            port: EGRESS_PROXY_PORT,
-            socket: EGRESS_SOCKET.into(),
-        });
-    }
-    for forward in &spec.forwards {
-        let socket = format!("forward-{}.sock", forward.guest_port);
-        sandbox
-            .tasks
-            .push(egress::serve_forward(&control.join(&socket), forward.target)?);
-        bridges.push(Bridge {
-            port: forward.guest_port,
-            socket,
-        });
-    }
-
-    if let Hierarchy::Unavailable(_) = hierarchy {
-        // Limits cannot be enforced; `berth doctor` reports why. The sandbox still isolates.
-    } else {
-        let name = format!("{}-{}", sanitize(&spec.label), sandbox.id);
-        sandbox.cgroup = Some(SandboxCgroup::create(hierarchy, &name, &spec.limits)?);
-    }
-
+    let bridges = host.prepare(&spec, hierarchy)?;
     let config = LaunchConfig {
-        control_dir: control.clone(),
-        workspace_dir: sandbox.workspace(),
+        control_dir: host.control_dir(),
+        workspace_dir: host.workspace(),
         mounts: spec.mounts.clone(),
-        uid: sandbox.uid,
-        gid: sandbox.uid,
+        uid: host.uid,
+        gid: host.uid,
         hostname: "berth".into(),
         tmp_bytes: spec.limits.tmp_bytes,
         bridges,
@@ -212,7 +118,7 @@ async fn start(
         .map_err(|e| SandboxError::Start(format!("cannot run the guest {}: {e}", program.to_string_lossy())))?;
     // The launcher reads its config only after it is in the cgroup, so everything it starts
     // is counted and limited from the first instruction.
-    if let (Some(cgroup), Some(pid)) = (&sandbox.cgroup, child.id()) {
+    if let (Some(cgroup), Some(pid)) = (&host.cgroup, child.id()) {
         cgroup.add(pid)?;
     }
     let mut stdin = child
@@ -223,77 +129,18 @@ async fn start(
     stdin.write_all(&json).await?;
     drop(stdin);
     let stderr = child.stderr.take();
-    *sandbox.launcher.lock() = Some(child);
-
-    let ready = sandbox.guest.wait_ready(settings.start_timeout);
-    let exited = wait_exit(&sandbox.launcher);
-    tokio::select! {
-        ready = ready => {
-            ready?;
-            if let Some(stderr) = stderr {
-                sandbox.tasks.push(tokio::spawn(log_stderr(sandbox.id.clone(), stderr)));
-            }
-            Ok(())
-        }
-        () = exited => {
-            let mut message = String::new();
-            if let Some(mut stderr) = stderr {
-                let _ = stderr.read_to_string(&mut message).await;
-            }
-            Err(SandboxError::Start(message.trim().to_string()))
-        }
-    }
-}
-
-/// Resolves when the launcher has exited.
-async fn wait_exit(launcher: &Mutex<Option<Child>>) {
-    loop {
-        let exited = match launcher.lock().as_mut() {
-            Some(child) => !matches!(child.try_wait(), Ok(None)),
-            None => true,
-        };
-        if exited {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-fn sanitize(label: &str) -> String {
-    label
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .take(48)
-        .collect()
-}
-
-async fn log_stderr(id: String, mut stderr: tokio::process::ChildStderr) {
-    let mut buf = vec![0u8; 4096];
-    while let Ok(n) = stderr.read(&mut buf).await {
-        if n == 0 {
-            return;
-        }
-        let text = String::from_utf8_lossy(&buf[..n]);
-        tracing::warn!(sandbox = %id, "{}", text.trim_end());
-    }
+    *host.launcher.lock() = Some(child);
+    host.wait_started(stderr, settings.start_timeout).await
 }
 
 pub struct NamespaceSandbox {
-    id: String,
-    guest: GuestClient,
-    dir: PathBuf,
-    uid: u32,
-    uids: Arc<Mutex<BTreeSet<u32>>>,
-    launcher: Mutex<Option<Child>>,
-    cgroup: Option<SandboxCgroup>,
-    tasks: Vec<JoinHandle<()>>,
-    egress_stats: Arc<EgressStats>,
+    host: HostSide,
 }
 
 #[async_trait]
 impl Sandbox for NamespaceSandbox {
     fn id(&self) -> &str {
-        &self.id
+        &self.host.id
     }
 
     fn tier(&self) -> Tier {
@@ -301,48 +148,27 @@ impl Sandbox for NamespaceSandbox {
     }
 
     fn guest(&self) -> &GuestClient {
-        &self.guest
+        &self.host.guest
     }
 
     fn workspace(&self) -> PathBuf {
-        self.dir.join("workspace")
+        self.host.workspace()
     }
 
     fn control_dir(&self) -> PathBuf {
-        self.dir.join("control")
+        self.host.control_dir()
     }
 
     fn usage(&self) -> Usage {
-        let mut usage = self.cgroup.as_ref().map(SandboxCgroup::usage).unwrap_or_default();
-        usage.egress_denied = self.egress_stats.denied.load(Ordering::Relaxed);
-        usage
+        self.host.usage()
     }
 
     fn is_alive(&self) -> bool {
-        match self.launcher.lock().as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.host.is_alive()
     }
 
     async fn destroy(&self) {
-        let launcher = self.launcher.lock().take();
-        if let Some(mut launcher) = launcher {
-            // Killing the launcher kills pid 1 (parent-death signal), which ends the namespace.
-            let _ = launcher.start_kill();
-            let _ = launcher.wait().await;
-        }
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.remove().await;
-        }
-        for task in &self.tasks {
-            task.abort();
-        }
-        if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(sandbox = %self.id, error = %e, "could not remove the sandbox directory");
-        }
-        self.uids.lock().remove(&self.uid);
+        // Killing the launcher kills pid 1 (parent-death signal), which ends the namespace.
+        self.host.teardown().await;
     }
 }
