@@ -22,11 +22,16 @@ help:
 build:
 	cargo build --release -p berth
 
-# Runtime builds agents' environments with the host's /usr/bin/python3 and its venv module.
+# Runtime builds agents' environments with the host's /usr/bin/python3 and its venv module;
+# runsc (gVisor) is the second isolation tier, tested in CI.
 system-deps:
 	@/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || { \
 	  echo "installing python3-venv for Runtime builds"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null; }
+	@command -v runsc >/dev/null || { \
+	  echo "installing runsc (gVisor) for the gVisor isolation tier"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q runsc >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runsc >/dev/null; }; }
 
 serve: build system-deps
 	"$(CARGO_TARGET_DIR)/release/berth" serve $(ARGS)
@@ -52,7 +57,8 @@ lint:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 rust-test: postgres system-deps
-	BERTH_TEST_POSTGRES_URL="$$(bash tools/ensure-postgres.sh)" cargo test --workspace --locked
+	BERTH_TEST_REQUIRE_GVISOR=1 BERTH_TEST_POSTGRES_URL="$$(bash tools/ensure-postgres.sh)" \
+	  cargo test --workspace --locked
 
 conformance: venv postgres system-deps
 	cargo build -p berth --locked

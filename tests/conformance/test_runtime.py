@@ -231,6 +231,23 @@ def test_missing_bundle_fails_the_build_with_a_reason(cp):
     assert "s3://nowhere/missing.zip" in got["failureReason"]
 
 
+def test_isolation_tier_per_runtime(server, cp, dp, agent):
+    """`berth:isolation = gvisor` puts a runtime's new sessions under gVisor (needs runsc,
+    which `make test` installs)."""
+    cp.tag_resource(resourceArn=agent["agentRuntimeArn"], tags={"berth:isolation": "gvisor"})
+    try:
+        sid = session_id()
+        _, first = invoke(dp, agent, {"op": "count"}, sid, qualifier="prod")
+        _, second = invoke(dp, agent, {"op": "count"}, sid, qualifier="prod")
+        assert (first["count"], second["count"]) == (1, 2)
+        health = json.loads(__import__("urllib.request").request.urlopen(f"{server.endpoint}/health").read())
+        session = next(s for s in health["runtimeSessions"] if s["runtimeSessionId"] == sid)
+        assert session["isolation"] == "gvisor"
+        assert session["usage"]["cpuSeconds"] > 0 and session["usage"]["memoryPeakBytes"] > 0
+    finally:
+        cp.untag_resource(resourceArn=agent["agentRuntimeArn"], tagKeys=["berth:isolation"])
+
+
 def test_delete_then_not_found(server, cp, dp):
     name = "todelete_" + uuid.uuid4().hex[:6]
     deployed = json.loads(berth_cli(server, "deploy", AGENT, "--name", name).stdout)

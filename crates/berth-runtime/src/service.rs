@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_core::{Arn, Caller, PageToken, Timestamp, ids};
+use berth_sandbox::Tier;
 use berth_store::Store;
 use berth_store::jobs::{self, JobHandler, Notify, Worker};
 use bytes::Bytes;
@@ -17,6 +18,8 @@ use crate::sessions::{AgentRequest, AgentResponse, SessionManager, SessionTarget
 use crate::store::{self as db, ArtifactRow, EndpointRow, RuntimeRow, VersionRow};
 
 const JOB_BUILD: &str = "runtime.build";
+/// The tag that picks a runtime's isolation tier.
+pub const ISOLATION_TAG: &str = "berth:isolation";
 const JOB_DELETE: &str = "runtime.delete";
 const DEFAULT_PAGE: i64 = 20;
 /// Request members that are not part of a version's definition.
@@ -526,8 +529,19 @@ impl RuntimeService {
         };
         let target = BuiltVersion::new(&self.runtimes_dir(), &runtime_id, number);
         let sessions = &self.inner.sessions;
+        let tier = match self.tier_of(&runtime.arn).await {
+            Ok(tier) => tier,
+            Err(e) => {
+                tracing::warn!(runtime = %runtime_id, error = %e, "unknown isolation tier; building on the default");
+                None
+            }
+        };
+        let backend = match sessions.backend(tier) {
+            Ok(backend) => backend.clone(),
+            Err(_) => sessions.backend(None)?.clone(),
+        };
         let context = BuildContext {
-            backend: sessions.backend().clone(),
+            backend,
             egress: sessions.settings().egress_for(definition.network_mode()),
             timeout: self.inner.build_timeout,
             pip_index_url: self.inner.pip_index_url.clone(),
@@ -865,6 +879,20 @@ impl RuntimeService {
 
     // ---- data plane ------------------------------------------------------------------------
 
+    /// The isolation tier a runtime's `berth:isolation` tag asks for (`namespace`, `gvisor`).
+    async fn tier_of(&self, arn: &str) -> Result<Option<Tier>> {
+        let tags = self.inner.store.tags(arn).await?;
+        match tags.get(ISOLATION_TAG) {
+            None => Ok(None),
+            Some(name) => Tier::parse(name).map(Some).ok_or_else(|| {
+                RuntimeError::invalid(
+                    "tags.berth:isolation",
+                    format!("`{name}` is not an isolation tier; use namespace or gvisor"),
+                )
+            }),
+        }
+    }
+
     /// Resolves the runtime, endpoint and version an invocation targets.
     async fn invocation_target(&self, caller: &Caller, input: &Value) -> Result<(RuntimeRow, VersionRow)> {
         let arn = text(input, "agentRuntimeArn").unwrap_or_default();
@@ -909,6 +937,7 @@ impl RuntimeService {
             .clone()
             .ok_or_else(|| RuntimeError::Agent("this runtime has no runnable artifact".into()))?;
         let target = SessionTarget {
+            tier: self.tier_of(&runtime.arn).await?,
             account: &caller.account,
             runtime_id: &runtime.runtime_id,
             runtime_arn: &runtime.arn,

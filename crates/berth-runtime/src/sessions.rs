@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_core::{AccountId, CredentialIssuer};
 use berth_guest::protocol::{SERVICE_LOG, WORKSPACE_MOUNT};
-use berth_sandbox::{Backend, Egress, HostForward, Limits, Sandbox, SandboxSpec, ServiceSpec, Usage};
+use berth_sandbox::{Backend, Egress, HostForward, Limits, Sandbox, SandboxSpec, ServiceSpec, Tier, Usage};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
@@ -91,6 +91,8 @@ pub struct SessionReport {
 
 /// What to start a session of.
 pub struct SessionTarget<'a> {
+    /// The isolation tier the runtime asked for (`berth:isolation` tag), else the default.
+    pub tier: Option<Tier>,
     pub account: &'a AccountId,
     pub runtime_id: &'a str,
     pub runtime_arn: &'a str,
@@ -104,23 +106,40 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
 
 pub struct SessionManager {
     settings: SessionSettings,
-    backend: Arc<dyn Backend>,
+    /// The tiers this server can build, the default first.
+    backends: Vec<Arc<dyn Backend>>,
     issuer: Arc<dyn CredentialIssuer>,
     slots: Mutex<HashMap<SessionKey, Slot>>,
 }
 
 impl SessionManager {
-    pub fn new(settings: SessionSettings, backend: Arc<dyn Backend>, issuer: Arc<dyn CredentialIssuer>) -> Self {
+    /// `backends` are the tiers available, the default first.
+    pub fn new(settings: SessionSettings, backends: Vec<Arc<dyn Backend>>, issuer: Arc<dyn CredentialIssuer>) -> Self {
         SessionManager {
             settings,
-            backend,
+            backends,
             issuer,
             slots: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+    /// The backend of `tier`, or the default one; an unavailable tier is an error.
+    pub fn backend(&self, tier: Option<Tier>) -> Result<&Arc<dyn Backend>> {
+        match tier {
+            None => self
+                .backends
+                .first()
+                .ok_or_else(|| RuntimeError::Internal("no sandbox backend is configured".into())),
+            Some(tier) => self.backends.iter().find(|b| b.tier() == tier).ok_or_else(|| {
+                RuntimeError::invalid(
+                    "tags.berth:isolation",
+                    format!(
+                        "the {} tier is not available on this server (see `berth doctor`)",
+                        tier.name()
+                    ),
+                )
+            }),
+        }
     }
 
     pub fn settings(&self) -> &SessionSettings {
@@ -168,7 +187,7 @@ impl SessionManager {
             }],
         };
         let sandbox = self
-            .backend
+            .backend(target.tier)?
             .create(spec)
             .await
             .map_err(|e| RuntimeError::Internal(format!("could not start a sandbox: {e}")))?;

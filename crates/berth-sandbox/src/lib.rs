@@ -124,6 +124,7 @@ pub struct SandboxSpec {
 
 /// Resource use so far, from cgroup accounting.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct Usage {
     /// CPU time actually used (I/O wait and idle are not counted).
     pub cpu_seconds: f64,

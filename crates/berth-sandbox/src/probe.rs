@@ -104,20 +104,9 @@ pub fn probe_microvm() -> TierReport {
     report(detail)
 }
 
-/// The gVisor tier needs `runsc`.
-pub fn probe_gvisor() -> TierReport {
-    let detail = match which("runsc") {
-        Some(path) => format!(
-            "runsc found at {}, but the gVisor tier is not built into this Berth yet",
-            path.display()
-        ),
-        None => "runsc is not installed (Debian package `runsc`)".into(),
-    };
-    TierReport {
-        tier: Tier::Gvisor,
-        available: false,
-        detail,
-    }
+/// The `runsc` binary of the gVisor tier, if installed.
+pub fn runsc() -> Option<std::path::PathBuf> {
+    which("runsc").or_else(|| Some(std::path::PathBuf::from("/usr/bin/runsc")).filter(|p| p.exists()))
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {

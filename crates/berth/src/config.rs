@@ -55,6 +55,8 @@ pub struct RuntimeFile {
     pub max_payload_bytes: Option<usize>,
     /// A package index for code builds (pip's PIP_INDEX_URL).
     pub pip_index_url: Option<String>,
+    /// The default isolation tier: namespace or gvisor.
+    pub isolation: Option<String>,
 }
 
 /// Runtime's validated settings.
@@ -66,6 +68,7 @@ pub struct RuntimeConfig {
     pub startup_timeout_seconds: u64,
     pub max_payload_bytes: usize,
     pub pip_index_url: Option<String>,
+    pub isolation: berth_sandbox::Tier,
 }
 
 impl RuntimeConfig {
@@ -94,7 +97,15 @@ impl RuntimeConfig {
         if !(1..=3600).contains(&startup_timeout_seconds) {
             bail!("runtime.startup_timeout_seconds: must be between 1 and 3600");
         }
+        let isolation = match file.isolation.as_deref() {
+            None => berth_sandbox::Tier::Namespace,
+            Some(name @ ("namespace" | "gvisor")) => {
+                berth_sandbox::Tier::parse(name).unwrap_or(berth_sandbox::Tier::Namespace)
+            }
+            Some(other) => bail!("runtime.isolation: `{other}` is not a tier; use namespace or gvisor"),
+        };
         Ok(RuntimeConfig {
+            isolation,
             egress: file.egress.unwrap_or(true),
             egress_allowlist: file.egress_allowlist.unwrap_or_default(),
             limits,

@@ -35,6 +35,7 @@ impl Report {
 /// and says, for each tier that does not work, why.
 async fn probe_sandboxes(report: &mut Report) {
     use berth_sandbox::cgroup::Hierarchy;
+    use berth_sandbox::gvisor::{GvisorBackend, GvisorSettings};
     use berth_sandbox::namespace::{NamespaceBackend, NamespaceSettings};
     use berth_sandbox::probe;
 
@@ -43,7 +44,8 @@ async fn probe_sandboxes(report: &mut Report) {
         Err(e) => return report.line(false, "sandbox", &format!("cannot locate the berth binary: {e}")),
     };
     let state = std::env::temp_dir().join(format!("berth-doctor-{}", std::process::id()));
-    let settings = NamespaceSettings::new(vec![exe.into(), "__guest".into()], state.clone());
+    let guest = vec![exe.into_os_string(), "__guest".into()];
+    let settings = NamespaceSettings::new(guest.clone(), state.join("namespace"));
     match NamespaceBackend::new(settings) {
         Ok(backend) => {
             match backend.hierarchy() {
@@ -66,10 +68,26 @@ async fn probe_sandboxes(report: &mut Report) {
             &format!("cannot prepare {}: {e}", state.display()),
         ),
     }
-    let _ = std::fs::remove_dir_all(&state);
-    for tier in [probe::probe_gvisor(), probe::probe_microvm()] {
-        report.info(&format!("tier {}", tier.tier.name()), &tier.detail);
+    match probe::runsc() {
+        Some(runsc) => {
+            let settings = GvisorSettings::new(guest, state.join("gvisor"), runsc);
+            match GvisorBackend::new(settings) {
+                Ok(backend) => match tokio::time::timeout(probe::PROBE_TIMEOUT, probe::probe_backend(&backend)).await {
+                    Ok(tier) => report.line(tier.available, "tier gvisor", &tier.detail),
+                    Err(_) => report.line(false, "tier gvisor", "the probe sandbox did not answer in time"),
+                },
+                Err(e) => report.line(
+                    false,
+                    "tier gvisor",
+                    &format!("cannot prepare its state directory: {e}"),
+                ),
+            }
+        }
+        None => report.info("tier gvisor", "runsc is not installed (Debian package `runsc`)"),
     }
+    let _ = std::fs::remove_dir_all(&state);
+    let microvm = probe::probe_microvm();
+    report.info("tier microvm", &microvm.detail);
     let pythons: Vec<String> = (10..=14)
         .filter(|minor| std::path::Path::new(&format!("/usr/bin/python3.{minor}")).exists())
         .map(|minor| format!("PYTHON_3_{minor}"))

@@ -8,8 +8,9 @@ use anyhow::Context;
 use berth_core::SystemClock;
 use berth_memory::MemoryService;
 use berth_runtime::{RuntimeService, SessionManager, SessionSettings};
-use berth_sandbox::Backend;
+use berth_sandbox::gvisor::{GvisorBackend, GvisorSettings};
 use berth_sandbox::namespace::{NamespaceBackend, NamespaceSettings};
+use berth_sandbox::{Backend, Tier};
 use berth_server::{AppState, KeyStore, ServerSettings, Services};
 use berth_store::Store;
 use berth_store::jobs::Worker;
@@ -49,15 +50,32 @@ pub struct Built {
     pub store: Store,
 }
 
-/// The namespace-tier backend, running the guest from this very binary (`berth __guest`).
-pub fn sandbox_backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+/// The sandbox backends, the configured default first; the guest runs from this very binary
+/// (`berth __guest`). gVisor is offered when `runsc` is installed.
+pub fn sandbox_backends(config: &Config) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
     let exe = std::env::current_exe().context("locating the berth binary for the sandbox guest")?;
-    let settings = NamespaceSettings::new(vec![exe.into(), "__guest".into()], config.data_dir.join("sandboxes"));
-    let backend = NamespaceBackend::new(settings).context("preparing the sandbox directory")?;
-    if let berth_sandbox::cgroup::Hierarchy::Unavailable(reason) = backend.hierarchy() {
+    let guest = vec![exe.into_os_string(), "__guest".into()];
+    let sandboxes = config.data_dir.join("sandboxes");
+    let namespace = NamespaceBackend::new(NamespaceSettings::new(guest.clone(), sandboxes.join("namespace")))
+        .context("preparing the sandbox directory")?;
+    if let berth_sandbox::cgroup::Hierarchy::Unavailable(reason) = namespace.hierarchy() {
         tracing::warn!(%reason, "sandbox resource limits are not enforced");
     }
-    Ok(Arc::new(backend))
+    let mut backends: Vec<Arc<dyn Backend>> = vec![Arc::new(namespace)];
+    match berth_sandbox::probe::runsc() {
+        Some(runsc) => {
+            let settings = GvisorSettings::new(guest, sandboxes.join("gvisor"), runsc);
+            backends.push(Arc::new(
+                GvisorBackend::new(settings).context("preparing the gVisor state directory")?,
+            ));
+        }
+        None if config.runtime.isolation == Tier::Gvisor => {
+            anyhow::bail!("runtime.isolation is gvisor, but runsc is not installed (Debian package `runsc`)")
+        }
+        None => {}
+    }
+    backends.sort_by_key(|b| b.tier() != config.runtime.isolation);
+    Ok(backends)
 }
 
 /// `api_address` is where the listener is (sandboxes reach Berth's API through it).
@@ -84,7 +102,7 @@ pub async fn build(config: &Config, api_address: std::net::SocketAddr) -> anyhow
         egress_allowlist: runtime_config.egress_allowlist.clone(),
         startup_timeout: Duration::from_secs(runtime_config.startup_timeout_seconds),
     };
-    let sessions = SessionManager::new(session_settings, sandbox_backend(config)?, Arc::new(keys.clone()));
+    let sessions = SessionManager::new(session_settings, sandbox_backends(config)?, Arc::new(keys.clone()));
     let runtime = RuntimeService::new(
         store.clone(),
         &config.region,
