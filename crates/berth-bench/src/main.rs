@@ -5,7 +5,10 @@
 //! CreateEvent requests carry a fresh `clientToken`, as boto3 sends. Prints a Markdown table for
 //! `docs/PERFORMANCE.md`.
 //!
-//! Usage: `berth-bench [--postgres URL] [--requests N]`
+//! Usage: `berth-bench [--postgres URL] [--requests N]`, or `berth-bench --sandboxes PATH_TO_BERTH
+//! [--runs N]` for sandbox cold start per tier (`sandboxes.rs`).
+
+mod sandboxes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -41,6 +44,12 @@ struct Args {
     /// Requests per measurement.
     #[arg(long, default_value_t = 4000)]
     requests: usize,
+    /// Measure sandbox cold start per tier instead, with the guest of this `berth` binary.
+    #[arg(long)]
+    sandboxes: Option<std::path::PathBuf>,
+    /// Sandboxes started per tier.
+    #[arg(long, default_value_t = 30)]
+    runs: usize,
 }
 
 struct Stats {
@@ -268,6 +277,9 @@ async fn bench_backend(backend: &str, url: &str, requests: usize) -> anyhow::Res
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(berth) = &args.sandboxes {
+        return sandboxes::run(berth, args.runs).await;
+    }
     println!("| operation | store | clients | ops/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|");
     let dir = tempfile::tempdir()?;
