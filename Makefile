@@ -68,5 +68,5 @@ conformance: venv postgres system-deps
 
 test: lint rust-test conformance
 
-bench:
-	bash tools/bench.sh $(ARGS)
+bench: venv system-deps
+	BENCH_PYTHON="$(VENV)/bin/python" bash tools/bench.sh $(ARGS)

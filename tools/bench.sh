@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Runs the benchmark program against SQLite and the test PostgreSQL server and prints the
-# Markdown table that docs/PERFORMANCE.md records. Run it on an otherwise idle machine.
+# Runs the benchmark programs and prints the Markdown that docs/PERFORMANCE.md records:
+# Memory's CreateEvent/ListEvents (SQLite and the test PostgreSQL server), sandbox cold start
+# per tier, and Runtime (cold start to an answering agent, invocation overhead, idle density,
+# 100 MB payload). Run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build --release -p berth-bench
+PYTHON="${BENCH_PYTHON:-python3}"
+cargo build --release -p berth-bench -p berth
 PG_URL="$(bash tools/ensure-postgres.sh)"
 "$TARGET/release/berth-bench" --postgres "$PG_URL" "$@"
+echo
+"$TARGET/release/berth-bench" --sandboxes "$TARGET/release/berth"
+echo
+"$PYTHON" tools/bench_runtime.py --berth "$TARGET/release/berth"

@@ -159,7 +159,7 @@ impl SessionManager {
         let slot = self.slot(&key);
         let mut current = slot.lock().await;
         if let Some(session) = current.as_ref() {
-            if session.sandbox.is_alive() {
+            if session.is_running().await {
                 return Ok(session.clone());
             }
             self.finish(session).await;
@@ -342,8 +342,8 @@ impl SessionManager {
             sessions
         };
         for session in sessions {
-            let reason = if !session.sandbox.is_alive() {
-                Some("its sandbox ended")
+            let reason = if !session.is_running().await {
+                Some("its agent or sandbox ended")
             } else if session.started.elapsed() >= session.max_lifetime {
                 Some("it reached its maxLifetime")
             } else if session.active.load(Ordering::SeqCst) == 0
@@ -418,6 +418,13 @@ impl Session {
 
     pub fn sandbox(&self) -> &Arc<dyn Sandbox> {
         &self.sandbox
+    }
+
+    /// Whether the sandbox and the agent in it still run. A session whose agent died is over:
+    /// the next call with its id starts a new sandbox, as on AgentCore.
+    async fn is_running(&self) -> bool {
+        self.sandbox.is_alive()
+            && matches!(self.sandbox.guest().service_status().await, Ok(status) if status.exit.is_none())
     }
 
     fn touch(&self) {

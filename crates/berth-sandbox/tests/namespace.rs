@@ -51,6 +51,9 @@ fn main() {
         ("files_and_ports_reach_inside", |tier| {
             Box::pin(files_and_ports_reach_inside(tier))
         }),
+        ("a_flood_of_output_stays_bounded", |tier| {
+            Box::pin(a_flood_of_output_stays_bounded(tier))
+        }),
     ];
     let mut tiers = vec![Tier::Namespace];
     if runsc().is_some() {
@@ -369,5 +372,36 @@ async fn files_and_ports_reach_inside(tier: Tier) {
     guest.signal_service(15).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(guest.service_status().await.unwrap().exit.is_some());
+    sandbox.destroy().await;
+}
+
+async fn a_flood_of_output_stays_bounded(tier: Tier) {
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = backend(&dir, tier).create(spec()).await.unwrap();
+    let noisy = berth_sandbox::ServiceSpec {
+        argv: vec![
+            "python3".into(),
+            "-c".into(),
+            "import sys\nfor _ in range(3000): sys.stdout.write('x' * 16384 + '\\n')".into(),
+        ],
+        log_limit_bytes: 1 << 20,
+        ..Default::default()
+    };
+    sandbox.guest().start_service(noisy).await.unwrap();
+    for _ in 0..600 {
+        if sandbox.guest().service_status().await.unwrap().exit.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = sandbox.guest().service_status().await.unwrap();
+    assert_eq!(status.exit.and_then(|e| e.code), Some(0));
+    // ~48 MiB written; at most twice the 1 MiB limit (plus one write) kept.
+    let kept: u64 = ["service.log", "service.log.1"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(sandbox.control_dir().join(name)).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(kept > 0 && kept <= 2 * (1 << 20) + 65_536, "{kept} bytes of log kept");
     sandbox.destroy().await;
 }

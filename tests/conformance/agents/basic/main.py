@@ -45,6 +45,8 @@ def handle(payload, context):
         except Exception as error:  # the session's key is data-plane only
             control = type(error).__name__ + ": " + str(error)[:200]
         return {"events": len(events), "control": control}
+    if op == "size":
+        return {"size": len(payload.get("data", ""))}
     if op == "peek":
         # What an agent can see of the machine it runs on.
         return {
@@ -57,4 +59,4 @@ def handle(payload, context):
 
 
 if __name__ == "__main__":
-    app.run()
+    app.run(port=int(os.environ.get("PORT", "8080")))
