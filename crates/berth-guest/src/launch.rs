@@ -149,8 +149,6 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 
 /// Pid 1 of the sandbox.
 fn init(config: &LaunchConfig, maps_read: OwnedFd) -> Result<i32> {
-    // If the launcher dies, so does the sandbox: pid 1 going takes every process in it along.
-    context(nix::sys::prctl::set_pdeathsig(Signal::SIGKILL), || "pdeathsig".into())?;
     let mut byte = [0u8; 1];
     context(fs::File::from(maps_read).read_exact(&mut byte), || {
         "wait for id maps".into()
@@ -164,6 +162,10 @@ fn init(config: &LaunchConfig, maps_read: OwnedFd) -> Result<i32> {
     context(setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)), || {
         "setuid".into()
     })?;
+    // If the launcher dies, so does the sandbox: pid 1 going takes every process in it along.
+    // Set after the id change, which would clear it (the launcher is waiting for this process,
+    // and the host also kills the sandbox's cgroup on teardown).
+    context(nix::sys::prctl::set_pdeathsig(Signal::SIGKILL), || "pdeathsig".into())?;
     context(sethostname(&config.hostname), || "sethostname".into())?;
 
     build_root(config, &sources)?;

@@ -82,8 +82,8 @@ async fn run_bridge(bridge: Bridge) {
         };
         let socket = socket.clone();
         tokio::spawn(async move {
-            if let Ok(mut host) = UnixStream::connect(&socket).await {
-                let _ = tokio::io::copy_bidirectional(&mut inside, &mut host).await;
+            if let Ok(host) = UnixStream::connect(&socket).await {
+                let _ = relay(&mut inside, host).await;
             }
         });
     }
@@ -156,6 +156,32 @@ async fn connect(mut stream: BufReader<UnixStream>, port: u16) -> std::io::Resul
             )
             .await
         }
+    }
+}
+
+/// Copies both ways between a client and the server it reached, and closes both when the
+/// server has finished answering. A client's end of input is passed on as a half-close; the
+/// server's is not waited on as one, because a half-close does not cross every boundary (gVisor's
+/// host sockets drop it), while closing the connection does.
+async fn relay<C, S>(client: &mut C, mut server: S) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut server_read, mut server_write) = tokio::io::split(&mut server);
+    let requests = async {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        let _ = server_write.shutdown().await;
+        std::future::pending::<()>().await
+    };
+    let answers = async {
+        tokio::io::copy(&mut server_read, &mut client_write).await?;
+        client_write.shutdown().await
+    };
+    tokio::select! {
+        answered = answers => answered,
+        () = requests => Ok(()),
     }
 }
 
