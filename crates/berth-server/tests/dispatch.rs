@@ -117,10 +117,10 @@ async fn stale_signatures_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(&dir).await;
     let mut request = signed("POST", "/memories/", b"{}".to_vec());
-    let stale = (SystemTime::now() - Duration::from_secs(3600))
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    // An hour off, on the same UTC day as the signature's scope (which the signer dated now),
+    // so the clock-skew check is what refuses it.
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let stale = if now % 86_400 >= 3600 { now - 3600 } else { now + 3600 };
     let date = berth_core::Timestamp(stale as i64 * 1000).to_iso8601();
     let compact: String = date[..19]
         .chars()
