@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly on setup errors")]
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -119,7 +119,10 @@ async fn stale_signatures_are_refused() {
     let mut request = signed("POST", "/memories/", b"{}".to_vec());
     // An hour off, on the same UTC day as the signature's scope (which the signer dated now),
     // so the clock-skew check is what refuses it.
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let stale = if now % 86_400 >= 3600 { now - 3600 } else { now + 3600 };
     let date = berth_core::Timestamp(stale as i64 * 1000).to_iso8601();
     let compact: String = date[..19]
