@@ -13,8 +13,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-async fn measure(backend: &dyn Backend, runs: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
-    let (mut ready, mut first_command) = (Vec::new(), Vec::new());
+async fn measure(backend: &dyn Backend, runs: usize) -> anyhow::Result<[Vec<Duration>; 3]> {
+    let (mut ready, mut first_command, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let spec = SandboxSpec {
             label: "bench".into(),
@@ -32,11 +32,14 @@ async fn measure(backend: &dyn Backend, runs: usize) -> anyhow::Result<(Vec<Dura
         };
         sandbox.guest().exec_collect(exec, 1024).await?;
         first_command.push(started.elapsed());
+        let destroying = Instant::now();
         sandbox.destroy().await;
+        teardown.push(destroying.elapsed());
     }
-    ready.sort();
-    first_command.sort();
-    Ok((ready, first_command))
+    for list in [&mut ready, &mut first_command, &mut teardown] {
+        list.sort();
+    }
+    Ok([ready, first_command, teardown])
 }
 
 /// Prints one Markdown row per available tier.
@@ -54,16 +57,17 @@ pub async fn run(berth: &Path, runs: usize) -> anyhow::Result<()> {
         let settings = GvisorSettings::new(guest, dir.path().join("gvisor"), runsc);
         backends.push(("gvisor", Box::new(GvisorBackend::new(settings)?)));
     }
-    println!("| tier | runs | guest ready p50 ms | p95 ms | first command done p50 ms | p95 ms |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| tier | runs | guest ready p50 ms | p95 ms | first command done p50 ms | p95 ms | teardown p50 ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, backend) in backends {
-        let (ready, command) = measure(backend.as_ref(), runs).await?;
+        let [ready, command, teardown] = measure(backend.as_ref(), runs).await?;
         println!(
-            "| {name} | {runs} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {name} | {runs} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
             percentile(&ready, 0.5),
             percentile(&ready, 0.95),
             percentile(&command, 0.5),
-            percentile(&command, 0.95)
+            percentile(&command, 0.95),
+            percentile(&teardown, 0.5)
         );
     }
     Ok(())

@@ -218,9 +218,12 @@ impl GvisorBackend {
             .split_first()
             .ok_or_else(|| SandboxError::Start("no guest command configured".into()))?;
         let guest_args: Vec<String> = guest_args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        // runsc resolves a relative bind source against the bundle, not our working directory.
+        let guest = std::fs::canonicalize(guest)
+            .map_err(|e| SandboxError::Start(format!("the guest binary {}: {e}", guest.to_string_lossy())))?;
         let bundle = host.dir.join("bundle");
         build_rootfs(&bundle.join("rootfs"), &spec)?;
-        let config = oci_config(host, &spec, agent_pids, Path::new(guest), &guest_args, &bridges);
+        let config = oci_config(host, &spec, agent_pids, &guest, &guest_args, &bridges);
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec_pretty(&config).unwrap_or_default(),
@@ -276,6 +279,20 @@ pub struct GvisorSandbox {
     runsc: Vec<OsString>,
 }
 
+impl GvisorSandbox {
+    async fn runsc(&self, args: &[&str]) {
+        if let Some((program, base)) = self.runsc.split_first() {
+            let _ = Command::new(program)
+                .args(base)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        }
+    }
+}
+
 #[async_trait]
 impl Sandbox for GvisorSandbox {
     fn id(&self) -> &str {
@@ -307,15 +324,13 @@ impl Sandbox for GvisorSandbox {
     }
 
     async fn destroy(&self) {
-        if let Some((program, args)) = self.runsc.split_first() {
-            let _ = Command::new(program)
-                .args(args)
-                .args(["delete", "--force", &self.host.id])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await;
-        }
+        // Kill the container's processes and let `runsc run` exit by itself: it reaps its
+        // sandbox and gofer, so the cgroup empties at once. Killed first instead, they would be
+        // orphans whose zombies keep the cgroup busy; `runsc delete` alone waits 5 s for a gofer
+        // it cannot reap. Teardown then kills whatever is left, and delete clears runsc's records.
+        self.runsc(&["kill", "--all", &self.host.id, "KILL"]).await;
+        self.host.wait_launcher_exit(Duration::from_secs(3)).await;
         self.host.teardown().await;
+        self.runsc(&["delete", "--force", &self.host.id]).await;
     }
 }

@@ -211,6 +211,11 @@ impl HostSide {
         }
     }
 
+    /// Waits up to `timeout` for the launcher to exit on its own.
+    pub(crate) async fn wait_launcher_exit(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, wait_exit(&self.launcher)).await;
+    }
+
     /// Kills the launcher and everything in the cgroup, stops the proxy, removes the files.
     pub(crate) async fn teardown(&self) {
         let launcher = self.launcher.lock().take();

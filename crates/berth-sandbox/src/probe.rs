@@ -45,11 +45,17 @@ pub async fn probe_backend(backend: &dyn Backend) -> TierReport {
             1024,
         )
         .await;
+    let ready = started.elapsed();
+    let destroying = Instant::now();
     sandbox.destroy().await;
     match ran {
         Ok(output) if output.status.code == Some(0) => report(
             true,
-            format!("sandbox started and ran a command in {:?}", started.elapsed()),
+            format!(
+                "sandbox started and ran a command in {:.0} ms, torn down in {:.0} ms",
+                ready.as_secs_f64() * 1000.0,
+                destroying.elapsed().as_secs_f64() * 1000.0
+            ),
         ),
         Ok(output) => report(false, format!("`true` {} in the sandbox", output.status.describe())),
         Err(e) => report(false, format!("the guest did not run a command: {e}")),
