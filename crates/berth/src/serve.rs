@@ -201,6 +201,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, database = store.backend().name(), region = %config.region, "berth is serving");
     println!("berth listening on http://{address}");
     let app = berth_server::app(state);
+    // Streamed responses (agents' SSE) go out in several writes; without TCP_NODELAY, Nagle's
+    // algorithm holds each one for the client's delayed ACK (~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+        let _ = stream.set_nodelay(true);
+    });
     let server_stop = stopped(stop_rx.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(server_stop).await });
 
