@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::cgroup::Hierarchy;
-use crate::host::{HostSide, UidPool, prepare_state_dir};
+use crate::host::{HostSide, UidPool, host_backed, prepare_state_dir};
 use crate::{Backend, GuestClient, MountSpec, Sandbox, SandboxError, SandboxSpec, Tier, Usage};
 
 /// What gVisor's sentry and gofer need on top of the agent's own limits.
@@ -295,33 +295,7 @@ impl GvisorSandbox {
 
 #[async_trait]
 impl Sandbox for GvisorSandbox {
-    fn id(&self) -> &str {
-        &self.host.id
-    }
-
-    fn tier(&self) -> Tier {
-        Tier::Gvisor
-    }
-
-    fn guest(&self) -> &GuestClient {
-        &self.host.guest
-    }
-
-    fn workspace(&self) -> PathBuf {
-        self.host.workspace()
-    }
-
-    fn control_dir(&self) -> PathBuf {
-        self.host.control_dir()
-    }
-
-    fn usage(&self) -> Usage {
-        self.host.usage()
-    }
-
-    fn is_alive(&self) -> bool {
-        self.host.is_alive()
-    }
+    host_backed!(Tier::Gvisor);
 
     async fn destroy(&self) {
         // Kill the container's processes and let `runsc run` exit by itself: it reaps its

@@ -91,6 +91,40 @@ fn sanitize(label: &str) -> String {
         .collect()
 }
 
+/// The `Sandbox` methods every tier answers from its [`HostSide`] (a field named `host`).
+macro_rules! host_backed {
+    ($tier:expr) => {
+        fn id(&self) -> &str {
+            &self.host.id
+        }
+
+        fn tier(&self) -> Tier {
+            $tier
+        }
+
+        fn guest(&self) -> &GuestClient {
+            &self.host.guest
+        }
+
+        fn workspace(&self) -> PathBuf {
+            self.host.workspace()
+        }
+
+        fn control_dir(&self) -> PathBuf {
+            self.host.control_dir()
+        }
+
+        fn usage(&self) -> Usage {
+            self.host.usage()
+        }
+
+        fn is_alive(&self) -> bool {
+            self.host.is_alive()
+        }
+    };
+}
+pub(crate) use host_backed;
+
 /// One sandbox's host side.
 pub(crate) struct HostSide {
     pub(crate) id: String,

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::cgroup::Hierarchy;
-use crate::host::{HostSide, UidPool, prepare_state_dir};
+use crate::host::{HostSide, UidPool, host_backed, prepare_state_dir};
 use crate::{Backend, GuestClient, Sandbox, SandboxError, SandboxSpec, Tier, Usage};
 
 #[derive(Clone, Debug)]
@@ -139,33 +139,7 @@ pub struct NamespaceSandbox {
 
 #[async_trait]
 impl Sandbox for NamespaceSandbox {
-    fn id(&self) -> &str {
-        &self.host.id
-    }
-
-    fn tier(&self) -> Tier {
-        Tier::Namespace
-    }
-
-    fn guest(&self) -> &GuestClient {
-        &self.host.guest
-    }
-
-    fn workspace(&self) -> PathBuf {
-        self.host.workspace()
-    }
-
-    fn control_dir(&self) -> PathBuf {
-        self.host.control_dir()
-    }
-
-    fn usage(&self) -> Usage {
-        self.host.usage()
-    }
-
-    fn is_alive(&self) -> bool {
-        self.host.is_alive()
-    }
+    host_backed!(Tier::Namespace);
 
     async fn destroy(&self) {
         // Killing the launcher kills pid 1 (parent-death signal), which ends the namespace.
