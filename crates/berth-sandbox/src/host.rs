@@ -1,7 +1,6 @@
 //! What every tier does on the host around its sandbox: private directories, the egress proxy
 //! and forwards, the cgroup, waiting for the guest, and tearing it all down.
 
-use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,12 +19,17 @@ use crate::{EGRESS_PROXY_PORT, Egress, GuestClient, SandboxError, SandboxSpec, U
 
 const EGRESS_SOCKET: &str = "egress.sock";
 
+/// Where uid claims live: one locked file per uid in use, shared by every Berth process on the
+/// host, so two servers (or a server and a test run) never hand out the same uid. A claim is an
+/// advisory lock, released by the kernel when its process dies, so a crash leaks nothing.
+const UID_CLAIMS: &str = "/run/berth-sandbox-uids";
+
 /// Host uids handed to sandboxes, so no two live sandboxes share one.
 #[derive(Clone, Debug)]
 pub(crate) struct UidPool {
     base: u32,
     count: u32,
-    used: Arc<Mutex<BTreeSet<u32>>>,
+    claims: Arc<Mutex<std::collections::HashMap<u32, nix::fcntl::Flock<std::fs::File>>>>,
 }
 
 impl UidPool {
@@ -33,7 +37,7 @@ impl UidPool {
         UidPool {
             base,
             count,
-            used: Arc::default(),
+            claims: Arc::default(),
         }
     }
 
@@ -43,16 +47,28 @@ impl UidPool {
         if euid != 0 {
             return Ok(euid);
         }
-        let mut used = self.used.lock();
-        let free = (self.base..self.base + self.count)
-            .find(|uid| !used.contains(uid))
-            .ok_or_else(|| SandboxError::Start("every sandbox uid is in use".into()))?;
-        used.insert(free);
-        Ok(free)
+        std::fs::create_dir_all(UID_CLAIMS)?;
+        let mut claims = self.claims.lock();
+        for uid in self.base..self.base + self.count {
+            if claims.contains_key(&uid) {
+                continue;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(Path::new(UID_CLAIMS).join(uid.to_string()))?;
+            if let Ok(lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                claims.insert(uid, lock);
+                return Ok(uid);
+            }
+        }
+        Err(SandboxError::Start("every sandbox uid is in use".into()))
     }
 
     fn release(&self, uid: u32) {
-        self.used.lock().remove(&uid);
+        // Dropping the lock releases the claim; the file stays for the next claimant.
+        self.claims.lock().remove(&uid);
     }
 }
 
