@@ -234,16 +234,24 @@ def test_missing_bundle_fails_the_build_with_a_reason(cp):
 def test_isolation_tier_per_runtime(server, cp, dp, agent):
     """`berth:isolation = gvisor` puts a runtime's new sessions under gVisor (needs runsc,
     which `make test` installs)."""
+    # The endpoint serving the working version: `prod` once the versions test moved DEFAULT on.
+    endpoints = cp.list_agent_runtime_endpoints(agentRuntimeId=agent["agentRuntimeId"])["runtimeEndpoints"]
+    qualifier = "prod" if any(e["name"] == "prod" for e in endpoints) else "DEFAULT"
     cp.tag_resource(resourceArn=agent["agentRuntimeArn"], tags={"berth:isolation": "gvisor"})
     try:
         sid = session_id()
-        _, first = invoke(dp, agent, {"op": "count"}, sid, qualifier="prod")
-        _, second = invoke(dp, agent, {"op": "count"}, sid, qualifier="prod")
+        _, first = invoke(dp, agent, {"op": "count"}, sid, qualifier=qualifier)
+        _, second = invoke(dp, agent, {"op": "count"}, sid, qualifier=qualifier)
         assert (first["count"], second["count"]) == (1, 2)
         health = json.loads(__import__("urllib.request").request.urlopen(f"{server.endpoint}/health").read())
         session = next(s for s in health["runtimeSessions"] if s["runtimeSessionId"] == sid)
         assert session["isolation"] == "gvisor"
         assert session["usage"]["cpuSeconds"] > 0 and session["usage"]["memoryPeakBytes"] > 0
+        metrics = __import__("urllib.request").request.urlopen(f"{server.endpoint}/metrics").read().decode()
+        series = (f'berth_runtime_session_cpu_seconds_total{{agent_runtime_id="{agent["agentRuntimeId"]}",'
+                  f'runtime_session_id="{sid}",isolation="gvisor"}} ')
+        line = next(l for l in metrics.splitlines() if l.startswith(series))
+        assert float(line.split()[-1]) > 0
     finally:
         cp.untag_resource(resourceArn=agent["agentRuntimeArn"], tagKeys=["berth:isolation"])
 

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod dispatch;
 pub mod generic;
 pub mod invoke;
+pub mod metrics;
 pub mod operations;
 pub mod state;
 
@@ -24,6 +25,7 @@ use axum::routing::get;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(state::health))
+        .route("/metrics", get(metrics::metrics))
         .fallback(dispatch::dispatch)
         .with_state(state)
 }
