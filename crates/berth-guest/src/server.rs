@@ -185,20 +185,29 @@ where
     }
 }
 
-fn command(argv: &[String], env: &std::collections::BTreeMap<String, String>, cwd: Option<&str>) -> Option<Command> {
-    let (program, args) = argv.split_first()?;
+/// Starts `argv` in its own process group with a clean environment, stdin closed and output
+/// piped; the error is the message for the host.
+fn spawn(
+    argv: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+    cwd: Option<&str>,
+) -> Result<Child, String> {
+    let (program, args) = argv.split_first().ok_or("argv is empty")?;
     let mut command = Command::new(program);
     command
         .args(args)
         .env_clear()
         .envs(env)
         .process_group(0)
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        .current_dir(cwd.unwrap_or(crate::protocol::WORKSPACE_MOUNT))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if !env.contains_key("PATH") {
         command.env("PATH", DEFAULT_PATH);
     }
-    command.current_dir(cwd.unwrap_or(crate::protocol::WORKSPACE_MOUNT));
-    Some(command)
+    command.spawn().map_err(|e| format!("cannot run {program}: {e}"))
 }
 
 fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
@@ -218,16 +227,9 @@ fn kill_group(pid: Option<u32>, signal: i32) {
 }
 
 async fn exec(mut stream: BufReader<UnixStream>, spec: ExecSpec) -> std::io::Result<()> {
-    let Some(mut command) = command(&spec.argv, &spec.env, spec.cwd.as_deref()) else {
-        return reply(&mut stream, &Reply::error("argv is empty")).await;
-    };
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match command.spawn() {
+    let mut child = match spawn(&spec.argv, &spec.env, spec.cwd.as_deref()) {
         Ok(child) => child,
-        Err(e) => return reply(&mut stream, &Reply::error(format!("cannot run {}: {e}", spec.argv[0]))).await,
+        Err(message) => return reply(&mut stream, &Reply::error(message)).await,
     };
     reply(&mut stream, &Reply::ok()).await?;
     let pid = child.id();
@@ -296,16 +298,9 @@ async fn start_service(stream: &mut BufReader<UnixStream>, spec: ServiceSpec, se
     if lock(&service).state.started {
         return reply(stream, &Reply::error("the service is already started")).await;
     }
-    let Some(mut command) = command(&spec.argv, &spec.env, spec.cwd.as_deref()) else {
-        return reply(stream, &Reply::error("argv is empty")).await;
-    };
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match command.spawn() {
+    let mut child = match spawn(&spec.argv, &spec.env, spec.cwd.as_deref()) {
         Ok(child) => child,
-        Err(e) => return reply(stream, &Reply::error(format!("cannot run {}: {e}", spec.argv[0]))).await,
+        Err(message) => return reply(stream, &Reply::error(message)).await,
     };
     let log = Arc::new(tokio::sync::Mutex::new(RotatingLog::new(spec.log_limit_bytes)));
     if let Some(stdout) = child.stdout.take() {
