@@ -153,6 +153,7 @@ pub(crate) struct HostSide {
     tasks: Vec<JoinHandle<()>>,
     egress_stats: Arc<EgressStats>,
     uids: UidPool,
+    torn_down: std::sync::atomic::AtomicBool,
 }
 
 impl HostSide {
@@ -169,6 +170,7 @@ impl HostSide {
             tasks: Vec::new(),
             egress_stats: Arc::default(),
             uids: uids.clone(),
+            torn_down: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -268,6 +270,7 @@ impl HostSide {
 
     /// Kills the launcher and everything in the cgroup, stops the proxy, removes the files.
     pub(crate) async fn teardown(&self) {
+        self.torn_down.store(true, Ordering::SeqCst);
         let launcher = self.launcher.lock().take();
         if let Some(mut launcher) = launcher {
             let _ = launcher.start_kill();
@@ -285,6 +288,30 @@ impl HostSide {
             tracing::warn!(sandbox = %self.id, error = %e, "could not remove the sandbox directory");
         }
         self.uids.release(self.uid);
+    }
+}
+
+/// A sandbox dropped without `destroy` (a panic, a lost handle) still goes away: the launcher
+/// is killed on drop (which ends the sandbox), and its cgroup and files are removed in the
+/// background.
+impl Drop for HostSide {
+    fn drop(&mut self) {
+        if self.torn_down.load(Ordering::SeqCst) {
+            return;
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.uids.release(self.uid);
+        let (cgroup, dir) = (self.cgroup.take(), self.dir.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Some(cgroup) = cgroup {
+                    cgroup.remove().await;
+                }
+                let _ = tokio::fs::remove_dir_all(dir).await;
+            });
+        }
     }
 }
 

@@ -464,4 +464,7 @@ async fn a_dropped_sandbox_leaves_no_process(tier: Tier) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(left, 0, "processes of uid {uid} outlived their sandbox");
+    // Its cgroup and files are removed in the background; give that time before the test
+    // binary exits.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
