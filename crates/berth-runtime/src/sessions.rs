@@ -245,7 +245,7 @@ impl SessionManager {
         let invocation_url = format!(
             "{}/runtimes/{}/invocations",
             self.settings.public_endpoint.trim_end_matches('/'),
-            percent_encode(target.runtime_arn)
+            percent_encoding::utf8_percent_encode(target.runtime_arn, PATH_SEGMENT)
         );
         let platform = [
             ("AWS_REGION", region.clone()),
@@ -385,18 +385,12 @@ impl SessionManager {
     }
 }
 
-/// Percent-encodes everything but unreserved characters (an ARN as one path segment).
-pub fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// Everything but RFC 3986 unreserved characters (an ARN as one path segment).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// A request to the agent.
 pub struct AgentRequest {
@@ -412,14 +406,6 @@ pub struct AgentResponse {
 }
 
 impl Session {
-    pub fn version(&self) -> i64 {
-        self.version
-    }
-
-    pub fn sandbox(&self) -> &Arc<dyn Sandbox> {
-        &self.sandbox
-    }
-
     /// Whether the sandbox and the agent in it still run. A session whose agent died is over:
     /// the next call with its id starts a new sandbox, as on AgentCore.
     async fn is_running(&self) -> bool {
