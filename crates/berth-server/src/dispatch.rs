@@ -393,9 +393,8 @@ async fn run(
                 status: success.as_u16(),
                 body: String::from_utf8_lossy(&body).into_owned(),
             };
-            let store = store.clone();
-            tokio::spawn(async move {
-                if let Err(error) = store.idempotency_record(&running.key, &stored).await {
+            store.idempotency_record(&running.key.clone(), &stored, move |outcome| {
+                if let Err(error) = outcome {
                     tracing::error!(%error, "could not record a client token");
                 }
                 drop(running);

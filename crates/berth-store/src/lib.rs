@@ -10,6 +10,7 @@
 //! placeholders in ascending order of first use, `BIGINT` millisecond timestamps, `TEXT` JSON,
 //! and no booleans (0/1 integers).
 
+mod coalesce;
 pub mod idempotency;
 pub mod jobs;
 pub mod policies;
@@ -80,6 +81,8 @@ pub struct Store {
     writer: AnyPool,
     /// The group committer behind [`Store::write`] (SQLite) and [`Store::write_lazy`] (both).
     committer: Option<write::Committer>,
+    /// Client-token lookups and records, batched under load.
+    tokens: Arc<idempotency::TokenBatches>,
     clock: Arc<dyn Clock>,
 }
 
@@ -176,6 +179,7 @@ impl Store {
             reader,
             writer,
             committer,
+            tokens: Arc::default(),
             clock,
         };
         Ok(store)

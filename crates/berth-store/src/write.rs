@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use sqlx::{AnyConnection, AnyPool, Connection};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Backend, Result, Store, StoreError};
@@ -98,7 +99,21 @@ impl Committer {
 
 async fn commit_loop(writer: AnyPool, mut receiver: mpsc::UnboundedReceiver<Arc<dyn Write>>) {
     let mut batch: Vec<Arc<dyn Write>> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = receiver.recv().await {
+    // The connection is kept while writes keep coming (each return to the pool costs a task
+    // and, on SQLite, thread hand-offs) and given back when the queue runs dry, so that the
+    // few writes that bypass the committer (migrations, sweeps) get their turn.
+    let mut held: Option<PoolConnection<Any>> = None;
+    loop {
+        let first = match receiver.try_recv() {
+            Ok(first) => first,
+            Err(_) => {
+                held = None;
+                match receiver.recv().await {
+                    Some(first) => first,
+                    None => return,
+                }
+            }
+        };
         batch.push(first);
         loop {
             while batch.len() < MAX_BATCH {
@@ -116,17 +131,29 @@ async fn commit_loop(writer: AnyPool, mut receiver: mpsc::UnboundedReceiver<Arc<
                 _ => break,
             }
         }
-        if let Err(error) = commit_batch(&writer, &batch).await {
-            tracing::error!(%error, writes = batch.len(), "could not reach the database to commit writes");
-            // Each write's reply is dropped with it, which its caller sees as a store error.
+        let conn = match held.take() {
+            Some(conn) => Ok(conn),
+            None => writer.acquire().await,
+        };
+        match conn {
+            Ok(mut conn) => match commit_batch(&mut conn, &batch).await {
+                Ok(()) => held = Some(conn),
+                Err(error) => {
+                    tracing::error!(%error, writes = batch.len(), "could not commit writes");
+                    // Each write's reply is dropped with it, which its caller sees as a store
+                    // error; the connection, perhaps broken, is not reused.
+                }
+            },
+            Err(error) => {
+                tracing::error!(%error, writes = batch.len(), "could not reach the database to commit writes")
+            }
         }
         batch.clear();
     }
 }
 
 /// Runs `batch` in one transaction; on any failure, rolls back and runs each write alone.
-async fn commit_batch(writer: &AnyPool, batch: &[Arc<dyn Write>]) -> Result<()> {
-    let mut conn = writer.acquire().await?;
+async fn commit_batch(conn: &mut AnyConnection, batch: &[Arc<dyn Write>]) -> Result<()> {
     if batch.len() > 1 {
         let mut tx = conn.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());

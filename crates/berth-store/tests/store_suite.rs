@@ -27,6 +27,13 @@ async fn migrations_apply_and_report_their_version() {
     }
 }
 
+/// Records a token and waits until the record is durable.
+async fn record(store: &berth_store::Store, key: &TokenKey, response: &StoredResponse) {
+    let (done, written) = tokio::sync::oneshot::channel();
+    store.idempotency_record(key, response, move |outcome| drop(done.send(outcome)));
+    written.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn idempotency_records_first_responses_and_expires_them() {
     let clock = clock();
@@ -43,7 +50,7 @@ async fn idempotency_records_first_responses_and_expires_them() {
             status: 202,
             body: "{\"ok\":1}".into(),
         };
-        store.idempotency_record(&key, &first).await.unwrap();
+        record(store, &key, &first).await;
         assert_eq!(store.idempotency_lookup(&key).await.unwrap(), Some(first.clone()));
         // A second record for a live token does not overwrite the first.
         let second = StoredResponse {
@@ -51,15 +58,53 @@ async fn idempotency_records_first_responses_and_expires_them() {
             status: 202,
             body: "{}".into(),
         };
-        store.idempotency_record(&key, &second).await.unwrap();
+        record(store, &key, &second).await;
         assert_eq!(store.idempotency_lookup(&key).await.unwrap(), Some(first));
 
         clock.advance(berth_store::idempotency::RETENTION_MILLIS + 1);
         assert_eq!(store.idempotency_lookup(&key).await.unwrap(), None);
-        store.idempotency_record(&key, &second).await.unwrap();
+        record(store, &key, &second).await;
         assert_eq!(store.idempotency_lookup(&key).await.unwrap(), Some(second));
         assert_eq!(store.idempotency_sweep().await.unwrap(), 0);
         clock.set(Timestamp(1_800_000_000_000));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_token_lookups_and_records_each_get_their_own_answer() {
+    for test in stores(Arc::new(clock())).await {
+        let store = test.store.clone();
+        let key = |i: usize| TokenKey {
+            account_id: format!("12345678901{}", i % 2),
+            operation: "CreateEvent".into(),
+            token: format!("token-{i}"),
+        };
+        let response = |i: usize| StoredResponse {
+            request_hash: format!("hash-{i}"),
+            status: 201,
+            body: format!("{{\"n\":{i}}}"),
+        };
+        // Records and lookups of 300 tokens at once share batches (and, past 64 lookups or 256
+        // records, several statements per batch); each caller must still get its own answer.
+        let mut recorded = Vec::new();
+        for i in 0..300 {
+            let store = store.clone();
+            recorded.push(tokio::spawn(async move { record(&store, &key(i), &response(i)).await }));
+        }
+        for handle in recorded {
+            handle.await.unwrap();
+        }
+        let mut looked_up = Vec::new();
+        for i in 0..400 {
+            let store = store.clone();
+            looked_up.push(tokio::spawn(
+                async move { store.idempotency_lookup(&key(i)).await.unwrap() },
+            ));
+        }
+        for (i, handle) in looked_up.into_iter().enumerate() {
+            let expected = (i < 300).then(|| response(i));
+            assert_eq!(handle.await.unwrap(), expected, "token {i}");
+        }
     }
 }
 
