@@ -5,7 +5,7 @@
 //! CreateEvent requests carry a fresh `clientToken`, as boto3 sends. Prints a Markdown table for
 //! `docs/PERFORMANCE.md`.
 //!
-//! Usage: `berth-bench [--postgres URL] [--requests N]`, or `berth-bench --sandboxes PATH_TO_BERTH
+//! Usage: `berth-bench [--postgres URL] [--requests N] [--repeat N]`, or `berth-bench --sandboxes PATH_TO_BERTH
 //! [--runs N]` for sandbox cold start per tier (`sandboxes.rs`).
 
 mod sandboxes;
@@ -44,6 +44,10 @@ struct Args {
     /// Requests per measurement.
     #[arg(long, default_value_t = 4000)]
     requests: usize,
+    /// Measurements per row: raw store inserts and CreateEvent alternate, so that both see the
+    /// same machine; each row gives the median with the range in brackets.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Measure sandbox cold start per tier instead, with the guest of this `berth` binary.
     #[arg(long)]
     sandboxes: Option<std::path::PathBuf>,
@@ -205,16 +209,46 @@ async fn raw_store(store: &Store, memory_id: &str, clients: usize, total: usize)
     gather(tasks, started).await
 }
 
-fn row(name: &str, backend: &str, clients: usize, s: &Stats) {
+/// The median and the range of some measurements.
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn spread(values: impl IntoIterator<Item = f64>) -> Spread {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    values.sort_by(f64::total_cmp);
+    Spread {
+        median: values[values.len() / 2],
+        min: values[0],
+        max: values[values.len() - 1],
+    }
+}
+
+impl Spread {
+    fn show(&self, decimals: usize) -> String {
+        if self.min == self.max {
+            return format!("{:.decimals$}", self.median);
+        }
+        format!(
+            "{:.decimals$} [{:.decimals$}–{:.decimals$}]",
+            self.median, self.min, self.max
+        )
+    }
+}
+
+fn row(name: &str, backend: &str, clients: usize, runs: &[Stats]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "| {name} | {backend} | {clients} | {:.0} | {:.2} | {:.2} |",
-        s.per_second,
-        s.p50.as_secs_f64() * 1000.0,
-        s.p99.as_secs_f64() * 1000.0
+        "| {name} | {backend} | {clients} | {} | {} | {} |",
+        spread(runs.iter().map(|s| s.per_second)).show(0),
+        spread(runs.iter().map(|s| ms(s.p50))).show(2),
+        spread(runs.iter().map(|s| ms(s.p99))).show(2),
     );
 }
 
-async fn bench_backend(backend: &str, url: &str, requests: usize) -> anyhow::Result<()> {
+async fn bench_backend(backend: &str, url: &str, requests: usize, repeat: usize) -> anyhow::Result<()> {
     let store = Store::open(url, Arc::new(SystemClock)).await?;
     let mut worker = Worker::new(store.clone());
     let mut memory = MemoryService::new(store.clone(), "us-east-1");
@@ -246,28 +280,43 @@ async fn bench_backend(backend: &str, url: &str, requests: usize) -> anyhow::Res
     worker.run_due().await?;
 
     for clients in [1, 32] {
-        let raw = raw_store(&store, &memory_id, clients, requests).await?;
+        let (mut raw, mut create) = (Vec::new(), Vec::new());
+        for run in 0..repeat {
+            raw.push(raw_store(&store, &memory_id, clients, requests).await?);
+            let url = format!("{base}/memories/{memory_id}/events");
+            create.push(
+                drive(clients, requests, move |c, i| {
+                    let session = format!("s-{clients}-{c}");
+                    Ok((signed("POST", &url, event_body(&session, run * requests + i))?, 201))
+                })
+                .await?,
+            );
+        }
         row("raw store insert", backend, clients, &raw);
-        let url = format!("{base}/memories/{memory_id}/events");
-        let create = drive(clients, requests, move |c, i| {
-            Ok((signed("POST", &url, event_body(&format!("s-{clients}-{c}"), i))?, 201))
-        })
-        .await?;
         row("CreateEvent", backend, clients, &create);
+        let ratios = raw
+            .iter()
+            .zip(&create)
+            .map(|(r, c)| 100.0 * c.per_second / r.per_second);
         println!(
-            "|   CreateEvent / raw store | | {clients} | {:.0} % | | |",
-            100.0 * create.per_second / raw.per_second
+            "|   CreateEvent / raw store | | {clients} | {} % | | |",
+            spread(ratios).show(0)
         );
-        let base = base.clone();
-        let memory_id = memory_id.clone();
-        let list = drive(clients, requests, move |c, _| {
-            let url = format!("{base}/memories/{memory_id}/actor/bench-actor/sessions/s-{clients}-{c}");
-            Ok((
-                signed("POST", &url, br#"{"maxResults":20,"includePayloads":true}"#.to_vec())?,
-                200,
-            ))
-        })
-        .await?;
+        let mut list = Vec::new();
+        for _ in 0..repeat {
+            let base = base.clone();
+            let memory_id = memory_id.clone();
+            list.push(
+                drive(clients, requests, move |c, _| {
+                    let url = format!("{base}/memories/{memory_id}/actor/bench-actor/sessions/s-{clients}-{c}");
+                    Ok((
+                        signed("POST", &url, br#"{"maxResults":20,"includePayloads":true}"#.to_vec())?,
+                        200,
+                    ))
+                })
+                .await?,
+            );
+        }
         row("ListEvents (20, payloads)", backend, clients, &list);
     }
     store.close().await;
@@ -284,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---:|---:|---:|---:|");
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
-    bench_backend("SQLite", &url, args.requests).await?;
+    bench_backend("SQLite", &url, args.requests, args.repeat.max(1)).await?;
     if let Some(admin) = args.postgres {
         let name = format!("berth_bench_{}", berth_core::ids::random_alphanumeric(8).to_lowercase());
         let admin_pool = berth_store::sqlx::AnyPool::connect(&admin).await?;
@@ -292,7 +341,13 @@ async fn main() -> anyhow::Result<()> {
             .execute(&admin_pool)
             .await?;
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-        bench_backend("PostgreSQL", &format!("{base}/{name}"), args.requests).await?;
+        bench_backend(
+            "PostgreSQL",
+            &format!("{base}/{name}"),
+            args.requests,
+            args.repeat.max(1),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -92,23 +92,21 @@ impl Store {
         let mut found = HashMap::new();
         let oldest = self.now() - RETENTION_MILLIS;
         for chunk in keys.chunks(TOKENS_PER_STATEMENT) {
-            // Equality on the whole primary key in each term, so both engines answer every term
-            // from the key's index. Age is checked here rather than in SQL, where the age index
-            // could tempt the planner into a range scan.
-            let terms: Vec<String> = (0..chunk.len())
+            // One primary-key probe per token: a plan neither engine can turn into a scan (an OR
+            // of the same terms may be planned as a scan of the account's tokens). Age is checked
+            // here rather than in SQL, where the age index could tempt the planner.
+            let sql = (0..chunk.len())
                 .map(|i| {
                     format!(
-                        "(account_id = ${} AND operation = ${} AND token = ${})",
+                        "SELECT account_id, operation, token, request_hash, status, response, created_at \
+                         FROM idempotency WHERE account_id = ${} AND operation = ${} AND token = ${}",
                         3 * i + 1,
                         3 * i + 2,
                         3 * i + 3
                     )
                 })
-                .collect();
-            let sql = format!(
-                "SELECT account_id, operation, token, request_hash, status, response, created_at FROM idempotency WHERE {}",
-                terms.join(" OR ")
-            );
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for key in chunk {
                 query = query.bind(&key.account_id).bind(&key.operation).bind(&key.token);
