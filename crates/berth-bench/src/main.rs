@@ -46,7 +46,7 @@ struct Args {
     requests: usize,
     /// Measurements per row: raw store inserts and CreateEvent alternate, so that both see the
     /// same machine; each row gives the median with the range in brackets.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     repeat: usize,
     /// Measure sandbox cold start per tier instead, with the guest of this `berth` binary.
     #[arg(long)]
