@@ -121,6 +121,29 @@ def test_flow_2_streaming_passes_through_without_buffering(dp, agent):
     assert arrivals[-1] - arrivals[0] > 0.6, arrivals
 
 
+def test_large_payloads_reach_the_agent_only_once_verified(dp, agent):
+    sid = session_id()
+    # Past a megabyte the payload waits on disk for its signature check, then streams.
+    data = "x" * (8 * 1024 * 1024)
+    assert invoke(dp, agent, {"op": "size", "data": data}, sid)[1]["size"] == len(data)
+
+    # A body changed after it was signed is refused, and never reaches the agent: had the
+    # "count" below run, the session's count would be 2.
+    tampering = boto3.client("bedrock-agentcore")
+
+    def tamper(request, **_):
+        request.body = request.body.replace(b'"xount"', b'"count"')
+
+    tampering.meta.events.register("before-send.bedrock-agentcore.InvokeAgentRuntime", tamper)
+    with pytest.raises(ClientError) as refused:
+        tampering.invoke_agent_runtime(
+            agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId=sid,
+            payload=json.dumps({"op": "xount", "pad": "y" * (2 * 1024 * 1024)}),
+        )
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert invoke(dp, agent, {"op": "count"}, sid)[1]["count"] == 1
+
+
 def test_errors_in_the_agent(dp, agent):
     with pytest.raises(ClientError) as failed:
         invoke(dp, agent, {"op": "raise"}, session_id())

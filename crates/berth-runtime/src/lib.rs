@@ -10,4 +10,4 @@ pub mod store;
 
 pub use error::RuntimeError;
 pub use service::RuntimeService;
-pub use sessions::{AgentResponse, SessionManager, SessionSettings};
+pub use sessions::{AgentResponse, RequestBody, SessionManager, SessionSettings, request_body};

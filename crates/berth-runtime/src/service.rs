@@ -14,7 +14,7 @@ use sha2::Digest;
 use crate::build::{self, BuildContext, BuiltVersion};
 use crate::error::{Result, RuntimeError};
 use crate::model::*;
-use crate::sessions::{AgentRequest, AgentResponse, SessionManager, SessionTarget};
+use crate::sessions::{AgentRequest, AgentResponse, RequestBody, SessionManager, SessionTarget};
 use crate::store::{self as db, ArtifactRow, EndpointRow, RuntimeRow, VersionRow};
 
 const JOB_BUILD: &str = "runtime.build";
@@ -924,7 +924,7 @@ impl RuntimeService {
         caller: &Caller,
         input: &Value,
         headers: Vec<(String, String)>,
-        payload: Bytes,
+        payload: RequestBody,
     ) -> Result<AgentResponse> {
         let session_id = text(input, "runtimeSessionId")
             .ok_or_else(|| RuntimeError::invalid("runtimeSessionId", "a session id is required"))?;

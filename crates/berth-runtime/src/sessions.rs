@@ -12,7 +12,7 @@ use berth_core::{AccountId, CredentialIssuer};
 use berth_guest::protocol::{SERVICE_LOG, WORKSPACE_MOUNT};
 use berth_sandbox::{Backend, Egress, HostForward, Limits, Sandbox, SandboxSpec, ServiceSpec, Tier, Usage};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
@@ -392,10 +392,20 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
     .remove(b'.')
     .remove(b'~');
 
+/// A request body on its way to an agent, streamed.
+pub type RequestBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A request body of bytes already in memory.
+pub fn request_body(bytes: impl Into<Bytes>) -> RequestBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// A request to the agent.
 pub struct AgentRequest {
     pub headers: Vec<(String, String)>,
-    pub body: Bytes,
+    pub body: RequestBody,
 }
 
 /// The agent's answer, streamed.
@@ -418,13 +428,17 @@ impl Session {
     }
 
     /// Sends one HTTP/1.1 request to the agent over a fresh guest connection.
-    async fn send(
+    async fn send<B>(
         &self,
         method: http::Method,
         path: &str,
         headers: &[(String, String)],
-        body: Bytes,
-    ) -> std::result::Result<http::Response<Incoming>, String> {
+        body: B,
+    ) -> std::result::Result<http::Response<Incoming>, String>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = self
             .sandbox
             .guest()
@@ -444,13 +458,15 @@ impl Session {
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let request = request.body(body).map_err(|e| e.to_string())?;
         sender.send_request(request).await.map_err(|e| e.to_string())
     }
 
     /// `GET /ping`: the status string, or why the agent is not healthy.
     pub async fn ping(&self) -> std::result::Result<String, String> {
-        let response = self.send(http::Method::GET, "/ping", &[], Bytes::new()).await?;
+        let response = self
+            .send(http::Method::GET, "/ping", &[], Empty::<Bytes>::new())
+            .await?;
         if !response.status().is_success() {
             return Err(format!("/ping answered {}", response.status()));
         }

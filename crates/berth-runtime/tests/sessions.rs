@@ -159,7 +159,7 @@ async fn call(
     let response = session
         .invoke(AgentRequest {
             headers: vec![("content-type".into(), "application/json".into())],
-            body: payload.to_string().into(),
+            body: berth_runtime::request_body(payload.to_string()),
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use berth_store::idempotency::{self, StoredResponse, TokenKey};
 use berth_wire::model::Location;
 use berth_wire::router::RouteError;
-use berth_wire::sigv4::{AuthError, SignedRequest};
+use berth_wire::sigv4::{AuthError, Payload, SignedRequest};
 use berth_wire::{AwsError, Operation, Plane, RawRequest, ServiceModel, bind_request};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::auth::ensure_host;
 use crate::operations::INVOKE;
+use crate::spool::{self, SpoolError};
 use crate::state::AppState;
 
 /// Code bundles are uploaded here (`PUT /_berth/artifacts/{bucket}/{key}`, SigV4-signed);
@@ -155,7 +156,7 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
         raw_path: &raw_path,
         raw_query: raw_query.as_deref(),
         headers: &parts.headers,
-        body: &[],
+        body: Payload::Bytes(&[]),
         max_presign_expires: MAX_PRESIGN_SECONDS,
     };
     if let Err(error) = inner.keys.precheck(&inner.verifier, &envelope, inner.clock.now()) {
@@ -201,16 +202,41 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
     if declared.is_some_and(|n| n > limit) {
         return too_large();
     }
-    let body: Bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => return too_large(),
+    // An invocation's payload is read to the end (spilling to disk past a megabyte) and only
+    // then, its signature checked, streamed to the agent; other bodies are small JSON.
+    let invocation = found.as_ref().is_some_and(|f| f.operation.name == INVOKE);
+    let (body, spooled) = if invocation {
+        match spool::spool(body, limit, &inner.settings.spool_dir).await {
+            Ok(spooled) => (Bytes::new(), Some(spooled)),
+            Err(SpoolError::TooLarge(_)) => return too_large(),
+            Err(error @ SpoolError::Client(_)) => {
+                let mut invalid = AwsError::validation(ErrorKind::REASON_CANNOT_PARSE, &[]);
+                invalid.message = error.to_string();
+                return error_response(&invalid, &request_id);
+            }
+            Err(error @ SpoolError::Disk(_)) => {
+                tracing::error!(%error, "could not spool a payload");
+                return error_response(
+                    &AwsError::new("InternalServerException", 500, error.to_string()),
+                    &request_id,
+                );
+            }
+        }
+    } else {
+        match axum::body::to_bytes(body, limit).await {
+            Ok(bytes) => (bytes, None),
+            Err(_) => return too_large(),
+        }
     };
     let signed = SignedRequest {
         method: &method,
         raw_path: &raw_path,
         raw_query: raw_query.as_deref(),
         headers: &parts.headers,
-        body: &body,
+        body: match &spooled {
+            Some(spooled) => Payload::Sha256(&spooled.sha256),
+            None => Payload::Bytes(&body),
+        },
         max_presign_expires: MAX_PRESIGN_SECONDS,
     };
     let caller = match inner.keys.authenticate(&inner.verifier, &signed, inner.clock.now()) {
@@ -257,8 +283,8 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
             body,
         },
     );
-    let (input, payload) = match bound {
-        Ok(bound) => (bound.input, bound.payload),
+    let input = match bound {
+        Ok(bound) => bound.input,
         Err(kind) => {
             return error_response(&operation_error(model, operation, &kind, "", &request_id), &request_id);
         }
@@ -277,7 +303,7 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
             caller,
             input,
             &parts.headers,
-            payload,
+            spooled,
             &request_id,
         )
         .await;

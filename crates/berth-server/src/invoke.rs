@@ -1,16 +1,17 @@
-//! InvokeAgentRuntime: the caller's payload goes to the session's agent unchanged and the
-//! agent's response streams back frame by frame (SSE included), with the headers of spec §3.3.
+//! InvokeAgentRuntime: the caller's payload goes to the session's agent unchanged (streamed from
+//! its spool once its signature checked out, see [`crate::spool`]) and the agent's response
+//! streams back frame by frame (SSE included), with the headers of spec §3.3.
 
 use axum::body::Body;
 use axum::response::Response;
 use berth_core::{ApiError, Caller, ids};
 use berth_runtime::RuntimeService;
 use berth_wire::{Operation, ServiceModel};
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::dispatch::{error_response, operation_error};
+use crate::spool::Spooled;
 
 const SESSION_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-session-id";
 const REQUEST_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-request-id";
@@ -59,7 +60,7 @@ pub async fn invoke(
     caller: Caller,
     mut input: Value,
     caller_headers: &HeaderMap,
-    payload: Option<Bytes>,
+    payload: Option<Spooled>,
     request_id: &str,
 ) -> Response {
     // SDKs always send a session id (it is an idempotency token); plain HTTP callers may not.
@@ -68,10 +69,15 @@ pub async fn invoke(
         None => format!("{}-{}", ids::request_id(), ids::random_alphanumeric(8)),
     };
     input["runtimeSessionId"] = json!(session_id);
-    let headers = agent_headers(caller_headers, &session_id, request_id);
-    let answer = runtime
-        .invoke_agent_runtime(&caller, &input, headers, payload.unwrap_or_default())
-        .await;
+    let mut headers = agent_headers(caller_headers, &session_id, request_id);
+    let payload = payload.map_or_else(
+        || berth_runtime::request_body(bytes::Bytes::new()),
+        |spooled| {
+            headers.push(("content-length".into(), spooled.len.to_string()));
+            spooled.into_body()
+        },
+    );
+    let answer = runtime.invoke_agent_runtime(&caller, &input, headers, payload).await;
     let agent = match answer {
         Ok(agent) => agent,
         Err(e) => {

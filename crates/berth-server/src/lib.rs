@@ -13,6 +13,7 @@ pub mod generic;
 pub mod invoke;
 pub mod metrics;
 pub mod operations;
+pub mod spool;
 pub mod state;
 
 pub use auth::{AccessKey, KeyStore};

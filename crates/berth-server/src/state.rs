@@ -29,6 +29,8 @@ pub struct ServerSettings {
     pub max_clock_skew_seconds: i64,
     /// The largest InvokeAgentRuntime payload and uploaded code bundle, in bytes.
     pub max_payload_bytes: usize,
+    /// Where payloads too large to keep in memory wait for their signature check.
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl Default for ServerSettings {
@@ -38,6 +40,7 @@ impl Default for ServerSettings {
             max_body_bytes: 32 * 1024 * 1024,
             max_clock_skew_seconds: 300,
             max_payload_bytes: 100 * 1024 * 1024,
+            spool_dir: std::env::temp_dir(),
         }
     }
 }

@@ -40,9 +40,27 @@ pub struct SignedRequest<'a> {
     pub raw_path: &'a str,
     pub raw_query: Option<&'a str>,
     pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
+    pub body: Payload<'a>,
     /// The most seconds a presigned URL may be valid for (`X-Amz-Expires`).
     pub max_presign_expires: u64,
+}
+
+/// The body a signature covers: the bytes themselves, or the SHA-256 of a body too large to
+/// keep in memory, computed while it was spooled to disk.
+#[derive(Clone, Copy, Debug)]
+pub enum Payload<'a> {
+    Bytes(&'a [u8]),
+    /// Lower-case hex.
+    Sha256(&'a str),
+}
+
+impl Payload<'_> {
+    fn sha256_hex(&self) -> String {
+        match self {
+            Payload::Bytes(bytes) => hex::encode(Sha256::digest(bytes)),
+            Payload::Sha256(hex) => hex.to_string(),
+        }
+    }
 }
 
 /// A request whose signature checked out.
@@ -352,7 +370,7 @@ pub fn verify(
     let (query, signature) = envelope(settings, request, now)?;
     let secret = secret_for(&signature.access_key_id).ok_or(AuthError::UnknownAccessKey)?;
 
-    let actual_hash = hex::encode(Sha256::digest(request.body));
+    let actual_hash = request.body.sha256_hex();
     // Presigned URLs sign `UNSIGNED-PAYLOAD` (botocore's SigV4QueryAuth); some signers hash the
     // (empty) body instead, and both are signatures by the key holder.
     let candidates: Vec<String> = if signature.presigned.is_some() {
@@ -485,7 +503,7 @@ mod tests {
             raw_path: path,
             raw_query: Some(query),
             headers,
-            body,
+            body: Payload::Bytes(body),
             max_presign_expires: 300,
         };
         verify(&settings(), &request, Timestamp(now), |key| {
@@ -526,6 +544,28 @@ mod tests {
         );
         assert_eq!(
             check("PUT", path, "qualifier=DEFAULT", &headers, body, NOW),
+            Err(AuthError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn a_body_hashed_while_it_was_spooled_verifies_like_the_bytes() {
+        let body = vec![7u8; 300_000];
+        let (headers, _) = sign_with_aws("POST", "/runtimes/r/invocations", &body, &[], None, NOW);
+        let verify_hash = |hex: &str| {
+            let request = SignedRequest {
+                method: "POST",
+                raw_path: "/runtimes/r/invocations",
+                raw_query: None,
+                headers: &headers,
+                body: Payload::Sha256(hex),
+                max_presign_expires: 300,
+            };
+            verify(&settings(), &request, Timestamp(NOW), |_| Some(SECRET.to_string()))
+        };
+        assert!(verify_hash(&hex::encode(Sha256::digest(&body))).is_ok());
+        assert_eq!(
+            verify_hash(&hex::encode(Sha256::digest(b"other"))),
             Err(AuthError::SignatureMismatch)
         );
     }
@@ -611,7 +651,7 @@ mod tests {
             raw_path: "/x",
             raw_query: None,
             headers: &headers,
-            body: b"",
+            body: Payload::Bytes(b""),
             max_presign_expires: 300,
         };
         assert_eq!(

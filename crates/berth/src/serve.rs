@@ -116,7 +116,10 @@ pub async fn build(config: &Config, api_address: std::net::SocketAddr) -> anyhow
         max_body_bytes: config.max_body_bytes,
         max_clock_skew_seconds: config.max_clock_skew_seconds,
         max_payload_bytes: runtime_config.max_payload_bytes,
+        spool_dir: config.data_dir.join("tmp"),
     };
+    std::fs::create_dir_all(&settings.spool_dir)
+        .with_context(|| format!("creating {}", settings.spool_dir.display()))?;
     let services = Services {
         memory: memory.clone(),
         runtime: Some(runtime.clone()),
