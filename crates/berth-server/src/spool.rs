@@ -142,7 +142,13 @@ mod tests {
     }
 
     async fn read_back(spooled: Spooled) -> Vec<u8> {
-        spooled.into_body().collect().await.expect("readable").to_bytes().to_vec()
+        spooled
+            .into_body()
+            .collect()
+            .await
+            .expect("readable")
+            .to_bytes()
+            .to_vec()
     }
 
     #[tokio::test]
@@ -150,7 +156,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         for size in [0, 10, IN_MEMORY, IN_MEMORY + 1, 5 * IN_MEMORY + 12_345] {
             let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-            let spooled = spool(body_of(&data), 10 * IN_MEMORY, dir.path()).await.expect("spooled");
+            let spooled = spool(body_of(&data), 10 * IN_MEMORY, dir.path())
+                .await
+                .expect("spooled");
             assert_eq!(spooled.sha256, hex::encode(Sha256::digest(&data)), "size {size}");
             assert_eq!(spooled.len, size as u64);
             assert_eq!(spooled.in_memory().is_some(), size <= IN_MEMORY, "size {size}");

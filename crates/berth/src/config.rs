@@ -16,6 +16,7 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub models_dir: Option<PathBuf>,
     pub region: Option<String>,
     pub log: Option<String>,
     #[serde(default)]
@@ -128,6 +129,9 @@ pub struct Overrides {
     /// sqlite://PATH or postgres://… [default: SQLite in the data dir]
     #[arg(long, env = "BERTH_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Directory of the embedded models (`make models` fills it) [default: ~/.cache/berth/models]
+    #[arg(long, env = "BERTH_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
     /// Config file (TOML)
     #[arg(long, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
@@ -140,10 +144,11 @@ pub struct Overrides {
 }
 
 /// The environment variables Berth reads. `BERTH_TEST_*` is reserved for the test suite.
-const KNOWN_VARIABLES: [&str; 6] = [
+const KNOWN_VARIABLES: [&str; 7] = [
     "BERTH_LISTEN",
     "BERTH_DATA_DIR",
     "BERTH_DATABASE_URL",
+    "BERTH_MODELS_DIR",
     "BERTH_CONFIG",
     "BERTH_REGION",
     "BERTH_LOG",
@@ -155,6 +160,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
+    pub models_dir: PathBuf,
     pub region: String,
     pub log: String,
     pub max_body_bytes: usize,
@@ -172,6 +178,17 @@ fn default_data_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/berth")
+}
+
+/// Where `make models` (tools/fetch-models.sh) unpacks the embedded models by default.
+fn default_models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("berth/models");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache/berth/models")
 }
 
 fn valid_region(region: &str) -> bool {
@@ -256,6 +273,10 @@ impl Config {
             listen,
             data_dir,
             database_url,
+            models_dir: overrides
+                .models_dir
+                .or(file.models_dir)
+                .unwrap_or_else(default_models_dir),
             region,
             log: overrides.log.or(file.log).unwrap_or_else(|| "info".into()),
             max_body_bytes,

@@ -188,6 +188,16 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
         }
     }
     probe_sandboxes(&mut report).await;
+    for (what, status) in berth_models::doctor(&config.models_dir) {
+        match status {
+            Ok(detail) => report.line(true, what, &detail),
+            // Nothing serves with the models yet, so a missing one is news, not a failure.
+            Err(reason) => report.info(
+                what,
+                &format!("{reason}; needed by long-term memory (not implemented yet)"),
+            ),
+        }
+    }
     for service in [
         "gateway",
         "identity",
