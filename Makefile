@@ -67,9 +67,9 @@ rust-test: postgres system-deps models
 	BERTH_TEST_MODELS_DIR="$(MODELS)" \
 	  cargo test --workspace --locked
 
-conformance: venv postgres system-deps
+conformance: venv postgres system-deps models
 	cargo build -p berth --locked
-	BERTH_TEST_BINARY="$(CARGO_TARGET_DIR)/debug/berth" \
+	BERTH_TEST_BINARY="$(CARGO_TARGET_DIR)/debug/berth" BERTH_TEST_MODELS_DIR="$(MODELS)" \
 	BERTH_TEST_POSTGRES_URL="$$(bash tools/ensure-postgres.sh)" \
 	  "$(VENV)/bin/pytest" -q -p no:cacheprovider tests/conformance
 

@@ -21,6 +21,8 @@ import pytest
 
 BINARY = os.environ.get("BERTH_TEST_BINARY", os.path.join(os.path.dirname(__file__), "../../target/debug/berth"))
 POSTGRES = os.environ.get("BERTH_TEST_POSTGRES_URL")
+# The embedded models (`make models`); without them Berth retrieves records by full text only.
+MODELS = os.environ.get("BERTH_TEST_MODELS_DIR")
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES else [])
 
 
@@ -49,6 +51,8 @@ class Server:
         args = [BINARY, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir]
         if backend == "postgres":
             args += ["--database-url", postgres_database()]
+        if MODELS:
+            args += ["--models-dir", MODELS]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_") or k.startswith("BERTH_TEST_")}
         env.setdefault("BERTH_LOG", "warn")
         self.log = open(os.path.join(self.data_dir, "server.log"), "wb")

@@ -9,6 +9,10 @@ pub enum MemoryError {
     MemoryNotFound(String),
     #[error("event `{0}` not found")]
     EventNotFound(String),
+    #[error("memory record `{0}` not found")]
+    RecordNotFound(String),
+    #[error("the embedding model failed: {0}")]
+    Model(String),
     #[error("memory with name `{0}` already exists")]
     NameTaken(String),
     #[error("memory `{0}` is {1}; retry when it is ACTIVE")]
@@ -33,7 +37,10 @@ impl MemoryError {
 impl ApiError for MemoryError {
     fn kind(&self) -> ErrorKind {
         match self {
-            MemoryError::MemoryNotFound(_) | MemoryError::EventNotFound(_) => ErrorKind::NotFound,
+            MemoryError::MemoryNotFound(_) | MemoryError::EventNotFound(_) | MemoryError::RecordNotFound(_) => {
+                ErrorKind::NotFound
+            }
+            MemoryError::Model(_) => ErrorKind::Internal,
             MemoryError::NameTaken(_) => ErrorKind::Validation {
                 reason: ErrorKind::REASON_RESOURCE_CONFLICT,
                 fields: vec![FieldError::new("name", self.to_string())],

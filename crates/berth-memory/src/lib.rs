@@ -6,12 +6,15 @@
 //! * Data plane, short-term memory: CreateEvent, GetEvent, DeleteEvent, ListEvents (newest
 //!   first, branches, metadata filters), ListActors, ListSessions; an expiry sweep deletes
 //!   events older than the memory's `eventExpiryDuration`.
+//! * Data plane, long-term records ([`records`]): written directly, read, listed, deleted and
+//!   retrieved by hybrid full-text and embedding search.
 //!
 //! This crate knows nothing about HTTP: the server hands it validated, typed inputs and a
 //! [`berth_core::Caller`].
 
 pub mod error;
 pub mod model;
+pub mod records;
 pub mod service;
 pub mod store;
 pub mod strategies;

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use berth_core::{Arn, Caller, PageToken, Timestamp, ids};
+use berth_models::Embedder;
 use berth_store::jobs::{self, JobHandler, Notify, Worker};
 use berth_store::{Store, StoreError};
 use parking_lot::Mutex;
@@ -38,6 +39,8 @@ pub struct MemoryService {
     /// Memories recently read for data-plane calls, with when they were read (see
     /// `cached_memory`).
     memories: Arc<Mutex<HashMap<String, (MemoryRow, i64)>>>,
+    /// Embeds long-term records for dense retrieval; without one, retrieval is lexical only.
+    embedder: Option<Arc<dyn Embedder>>,
 }
 
 /// How long a data-plane call may use a memory read earlier.
@@ -64,7 +67,31 @@ impl MemoryService {
             wake_worker: None,
             known_sessions: Arc::new(Mutex::new(HashSet::new())),
             memories: Arc::new(Mutex::new(HashMap::new())),
+            embedder: None,
         }
+    }
+
+    /// Embeds long-term records with `embedder` from now on.
+    pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
+    }
+
+    pub(crate) fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
+        self.embedder.as_ref()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The ids of a memory's strategies.
+    pub(crate) async fn strategy_ids(&self, memory_id: &str) -> Result<Vec<String>> {
+        Ok(db::strategies(self.store.reader(), memory_id)
+            .await?
+            .into_iter()
+            .map(|s| s.strategy_id)
+            .collect())
     }
 
     /// Registers Memory's background jobs and lets the service wake the worker after enqueueing.
@@ -95,7 +122,12 @@ impl MemoryService {
     /// Resolves a `memoryId` path value (an id, or on the data plane an ARN) to a memory the
     /// caller owns. Memories being deleted are gone as far as callers are concerned, except for
     /// GetMemory and DeleteMemory, which pass `include_deleting`.
-    async fn memory_of(&self, caller: &Caller, id_or_arn: &str, include_deleting: bool) -> Result<MemoryRow> {
+    pub(crate) async fn memory_of(
+        &self,
+        caller: &Caller,
+        id_or_arn: &str,
+        include_deleting: bool,
+    ) -> Result<MemoryRow> {
         let memory_id = match id_or_arn.parse::<Arn>() {
             Ok(arn) if arn.resource_type() == "memory" && arn.account == caller.account.as_str() => {
                 arn.resource_id().unwrap_or_default().to_string()

@@ -1,5 +1,7 @@
 //! Memory's tables. Portable SQL (see `berth_store`): it runs unchanged on SQLite and PostgreSQL.
 
+pub mod records;
+
 use berth_store::sqlx::{self, Any, AnyConnection, Executor, Row, any::AnyRow};
 use berth_store::{Backend, Result, Store, StoreError};
 use serde_json::{Map, Value};

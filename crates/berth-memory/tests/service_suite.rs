@@ -5,50 +5,16 @@
 
 use std::sync::Arc;
 
-use berth_core::{AccountId, Caller, ManualClock, Timestamp};
-use berth_memory::MemoryService;
+use berth_core::{ManualClock, Timestamp};
 use berth_memory::model::*;
-use berth_store::jobs::Worker;
 use berth_store::testing::stores;
 use serde_json::json;
 
+mod common;
+use common::{active_memory, caller, create_input, service};
+
 const START: i64 = 1_800_000_000_000;
 const DAY: i64 = 86_400_000;
-
-fn caller(account: &str) -> Caller {
-    Caller {
-        account: AccountId::try_from(account.to_string()).unwrap(),
-        access_key_id: "AKIATEST".into(),
-    }
-}
-
-fn create_input(name: &str) -> CreateMemoryInput {
-    serde_json::from_value(json!({
-        "name": name, "eventExpiryDuration": 3,
-        "memoryStrategies": [{"semanticMemoryStrategy": {"name": "facts"}}]
-    }))
-    .unwrap()
-}
-
-/// A memory service on `store` with its job worker, which tests drive by hand.
-fn service(store: &berth_store::Store) -> (MemoryService, Worker) {
-    let mut worker = Worker::new(store.clone());
-    let mut memory = MemoryService::new(store.clone(), "us-east-1");
-    memory.attach_worker(&mut worker);
-    (memory, worker)
-}
-
-/// Creates a memory and runs the worker so it is ACTIVE. Returns its id.
-async fn active_memory(memory: &MemoryService, worker: &Worker, caller: &Caller, name: &str) -> String {
-    let id = memory
-        .create_memory(caller, create_input(name))
-        .await
-        .unwrap()
-        .memory
-        .id;
-    worker.run_due().await.unwrap();
-    id
-}
 
 fn event(memory_id: &str, session: &str, text: &str, at_seconds: f64) -> CreateEventInput {
     serde_json::from_value(json!({

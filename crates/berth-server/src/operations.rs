@@ -122,6 +122,24 @@ impl Registry {
         operation!(table, Data, "ListEvents", memory, list_events);
         operation!(table, Data, "ListActors", memory, list_actors);
         operation!(table, Data, "ListSessions", memory, list_sessions);
+        operation!(
+            table,
+            Data,
+            "BatchCreateMemoryRecords",
+            memory,
+            batch_create_memory_records
+        );
+        operation!(table, Data, "GetMemoryRecord", memory, get_memory_record);
+        operation!(table, Data, "DeleteMemoryRecord", memory, delete_memory_record);
+        operation!(
+            table,
+            Data,
+            "BatchDeleteMemoryRecords",
+            memory,
+            batch_delete_memory_records
+        );
+        operation!(table, Data, "ListMemoryRecords", memory, list_memory_records);
+        operation!(table, Data, "RetrieveMemoryRecords", memory, retrieve_memory_records);
 
         if let Some(runtime) = &services.runtime {
             value_operation!(table, Control, "CreateAgentRuntime", runtime, create_agent_runtime);

@@ -178,7 +178,7 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
                     true,
                     "memory",
                     &format!(
-                        "ready: control plane and short-term events ({} operations served in all); long-term extraction not implemented yet",
+                        "ready: control plane, short-term events and long-term records ({} operations served in all); extraction not implemented yet",
                         registry.names().len()
                     ),
                 );

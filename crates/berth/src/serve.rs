@@ -91,6 +91,11 @@ pub async fn build(config: &Config, api_address: std::net::SocketAddr) -> anyhow
         .with_context(|| format!("opening database {}", redact(&config.database_url)))?;
     let mut worker = Worker::new(store.clone());
     let mut memory = MemoryService::new(store.clone(), &config.region);
+    let minilm = config.models_dir.join(berth_models::MINILM_DIR);
+    match berth_models::MiniLm::load(&minilm) {
+        Ok(embedder) => memory = memory.with_embedder(Arc::new(embedder)),
+        Err(error) => tracing::warn!(%error, "memory records are retrieved by full-text search only"),
+    }
     memory.attach_worker(&mut worker);
     let runtime_config = &config.runtime;
     let session_settings = SessionSettings {

@@ -1,0 +1,495 @@
+//! Long-term memory records: BatchCreateMemoryRecords, GetMemoryRecord, DeleteMemoryRecord,
+//! BatchDeleteMemoryRecords, ListMemoryRecords and RetrieveMemoryRecords.
+//!
+//! Retrieval is hybrid: full-text matches (BM25 on SQLite, `ts_rank` on PostgreSQL) and, when an
+//! embedder is configured, the nearest embeddings, each ranked within the namespace scope first
+//! and then fused by reciprocal rank (a record high in both lists wins; neither score scale
+//! needs calibrating against the other).
+
+use std::collections::{BTreeMap, HashMap};
+
+use berth_core::{Caller, PageToken, Timestamp, ids};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{MemoryError, Result};
+use crate::service::MemoryService;
+use crate::store::records::{self as db, NamespaceMatch, RecordRow, Scope};
+
+/// Reciprocal-rank fusion's constant (the value of the original paper and most engines).
+const RRF_K: f64 = 60.0;
+/// How many candidates each retriever contributes per record asked for.
+const CANDIDATES_PER_RESULT: usize = 4;
+const DEFAULT_TOP_K: usize = 10;
+
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryContent {
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryRecordCreateInput {
+    pub request_identifier: String,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    pub content: MemoryContent,
+    pub timestamp: f64,
+    pub memory_strategy_id: Option<String>,
+    pub metadata: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchCreateMemoryRecordsInput {
+    pub memory_id: String,
+    pub records: Vec<MemoryRecordCreateInput>,
+    pub client_token: Option<String>,
+    pub record_expiry_specification: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryRecordOutput {
+    pub memory_record_id: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchRecordsOutput {
+    pub successful_records: Vec<MemoryRecordOutput>,
+    pub failed_records: Vec<MemoryRecordOutput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryRecordDeleteInput {
+    pub memory_record_id: String,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchDeleteMemoryRecordsInput {
+    pub memory_id: String,
+    pub records: Vec<MemoryRecordDeleteInput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordKeyInput {
+    pub memory_id: String,
+    pub memory_record_id: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryRecord {
+    pub memory_record_id: String,
+    pub content: MemoryContent,
+    pub memory_strategy_id: String,
+    pub namespaces: Vec<String>,
+    pub created_at: f64,
+    pub timestamp: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetMemoryRecordOutput {
+    pub memory_record: MemoryRecord,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteMemoryRecordOutput {
+    pub memory_record_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListMemoryRecordsInput {
+    pub memory_id: String,
+    pub namespace: Option<String>,
+    pub namespace_path: Option<String>,
+    pub memory_strategy_id: Option<String>,
+    pub max_results: Option<i64>,
+    pub next_token: Option<String>,
+    pub metadata_filters: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchCriteria {
+    pub search_query: String,
+    pub memory_strategy_id: Option<String>,
+    pub top_k: Option<i64>,
+    pub metadata_filters: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrieveMemoryRecordsInput {
+    pub memory_id: String,
+    pub namespace: Option<String>,
+    pub namespace_path: Option<String>,
+    pub search_criteria: SearchCriteria,
+    pub max_results: Option<i64>,
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryRecordsOutput {
+    pub memory_record_summaries: Vec<MemoryRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+fn summary(row: RecordRow, score: Option<f64>) -> MemoryRecord {
+    MemoryRecord {
+        memory_record_id: row.record_id,
+        content: MemoryContent { text: row.content },
+        memory_strategy_id: row.strategy_id,
+        namespaces: vec![row.namespace],
+        created_at: Timestamp(row.created_at).epoch_seconds(),
+        timestamp: Timestamp(row.record_time).epoch_seconds(),
+        metadata: row.metadata.and_then(|m| serde_json::from_str(&m).ok()),
+        expires_at: row.expires_at.map(|t| Timestamp(t).epoch_seconds()),
+        score,
+    }
+}
+
+/// What a read covers: `namespace` (matched as a prefix, as AWS still does) or `namespacePath`.
+fn scope(
+    memory_id: &str,
+    namespace: Option<String>,
+    namespace_path: Option<String>,
+    strategy_id: Option<String>,
+    now: i64,
+) -> Result<Scope> {
+    let namespace = match (namespace, namespace_path) {
+        (Some(prefix), None) => NamespaceMatch::Prefix(prefix),
+        (None, Some(path)) => NamespaceMatch::Path(path),
+        (Some(_), Some(_)) => {
+            return Err(MemoryError::invalid(
+                "namespace",
+                "give namespace or namespacePath, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(MemoryError::invalid(
+                "namespace",
+                "namespace or namespacePath is required",
+            ));
+        }
+    };
+    Ok(Scope {
+        memory_id: memory_id.to_string(),
+        namespace,
+        strategy_id,
+        now,
+    })
+}
+
+/// Fuses rankings: each list adds 1/(k + rank) for the records it holds. Best first, scores
+/// scaled so that first place in every list is 1.
+fn fuse(rankings: &[Vec<String>]) -> Vec<(String, f64)> {
+    let mut scores: HashMap<&str, f64> = HashMap::new();
+    for ranking in rankings {
+        for (rank, id) in ranking.iter().enumerate() {
+            *scores.entry(id).or_default() += 1.0 / (RRF_K + 1.0 + rank as f64);
+        }
+    }
+    let best = rankings.iter().filter(|r| !r.is_empty()).count() as f64 / (RRF_K + 1.0);
+    let mut fused: Vec<(String, f64)> = scores
+        .into_iter()
+        .map(|(id, score)| (id.to_string(), score / best))
+        .collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    fused
+}
+
+impl MemoryService {
+    pub async fn batch_create_memory_records(
+        &self,
+        caller: &Caller,
+        input: BatchCreateMemoryRecordsInput,
+    ) -> Result<BatchRecordsOutput> {
+        let memory = self.memory_of(caller, &input.memory_id, false).await?;
+        if input.record_expiry_specification.is_some() {
+            return Err(MemoryError::invalid(
+                "recordExpirySpecification",
+                "record expiry is not supported by this Berth yet",
+            ));
+        }
+        let strategies = self.strategy_ids(&memory.memory_id).await?;
+        let now = self.store().now();
+        let (mut rows, mut failed) = (Vec::new(), Vec::new());
+        for record in input.records {
+            // `mem-` and a UUID: 40 characters, as AWS's record ids are.
+            let record_id = format!("mem-{}", ids::request_id());
+            let refuse = |message: String| MemoryRecordOutput {
+                memory_record_id: record_id.clone(),
+                status: "FAILED",
+                request_identifier: Some(record.request_identifier.clone()),
+                error_code: Some(400),
+                error_message: Some(message),
+            };
+            let Some(namespace) = record.namespaces.first().cloned() else {
+                failed.push(refuse("a record needs one namespace".into()));
+                continue;
+            };
+            let Some(time) = Timestamp::from_epoch_seconds(record.timestamp) else {
+                failed.push(refuse("timestamp must be a time between 1970 and 9999".into()));
+                continue;
+            };
+            let strategy_id = record.memory_strategy_id.clone().unwrap_or_default();
+            if !strategy_id.is_empty() && !strategies.contains(&strategy_id) {
+                failed.push(refuse(format!(
+                    "memory strategy `{strategy_id}` is not a strategy of this memory"
+                )));
+                continue;
+            }
+            rows.push((
+                record.request_identifier.clone(),
+                RecordRow {
+                    record_id,
+                    memory_id: memory.memory_id.clone(),
+                    strategy_id,
+                    namespace,
+                    content: record.content.text,
+                    metadata: record.metadata.map(|m| serde_json::to_string(&m).unwrap_or_default()),
+                    record_time: time.millis(),
+                    created_at: now,
+                    updated_at: now,
+                    expires_at: None,
+                },
+            ));
+        }
+        let texts: Vec<String> = rows.iter().map(|(_, row)| row.content.clone()).collect();
+        let embeddings = self.embed(texts).await?;
+        let model = self.embedder().map(|e| e.name().to_string());
+        let stored: Vec<(RecordRow, Option<Vec<f32>>)> = match embeddings {
+            Some(vectors) => rows
+                .iter()
+                .map(|(_, r)| r.clone())
+                .zip(vectors.into_iter().map(Some))
+                .collect(),
+            None => rows.iter().map(|(_, r)| (r.clone(), None)).collect(),
+        };
+        db::insert(self.store(), &stored, model.as_deref()).await?;
+        let successful_records = rows
+            .into_iter()
+            .map(|(request_identifier, row)| MemoryRecordOutput {
+                memory_record_id: row.record_id,
+                status: "SUCCEEDED",
+                request_identifier: Some(request_identifier),
+                error_code: None,
+                error_message: None,
+            })
+            .collect();
+        Ok(BatchRecordsOutput {
+            successful_records,
+            failed_records: failed,
+        })
+    }
+
+    pub async fn get_memory_record(&self, caller: &Caller, input: RecordKeyInput) -> Result<GetMemoryRecordOutput> {
+        let memory = self.memory_of(caller, &input.memory_id, false).await?;
+        let row = db::get(self.store(), &memory.memory_id, &input.memory_record_id)
+            .await?
+            .filter(|row| row.expires_at.is_none_or(|t| t > self.store().now()))
+            .ok_or(MemoryError::RecordNotFound(input.memory_record_id))?;
+        Ok(GetMemoryRecordOutput {
+            memory_record: summary(row, None),
+        })
+    }
+
+    pub async fn delete_memory_record(
+        &self,
+        caller: &Caller,
+        input: RecordKeyInput,
+    ) -> Result<DeleteMemoryRecordOutput> {
+        let memory = self.memory_of(caller, &input.memory_id, false).await?;
+        if !db::delete(self.store(), &memory.memory_id, &input.memory_record_id).await? {
+            return Err(MemoryError::RecordNotFound(input.memory_record_id));
+        }
+        Ok(DeleteMemoryRecordOutput {
+            memory_record_id: input.memory_record_id,
+        })
+    }
+
+    /// Deletes each record that exists; the others are reported as failed with 404.
+    pub async fn batch_delete_memory_records(
+        &self,
+        caller: &Caller,
+        input: BatchDeleteMemoryRecordsInput,
+    ) -> Result<BatchRecordsOutput> {
+        let memory = self.memory_of(caller, &input.memory_id, false).await?;
+        let (mut successful_records, mut failed_records) = (Vec::new(), Vec::new());
+        for record in input.records {
+            let deleted = db::delete(self.store(), &memory.memory_id, &record.memory_record_id).await?;
+            let outcome = MemoryRecordOutput {
+                memory_record_id: record.memory_record_id,
+                status: if deleted { "SUCCEEDED" } else { "FAILED" },
+                request_identifier: None,
+                error_code: (!deleted).then_some(404),
+                error_message: (!deleted).then(|| "no such memory record".to_string()),
+            };
+            if deleted {
+                successful_records.push(outcome);
+            } else {
+                failed_records.push(outcome);
+            }
+        }
+        Ok(BatchRecordsOutput {
+            successful_records,
+            failed_records,
+        })
+    }
+
+    pub async fn list_memory_records(
+        &self,
+        caller: &Caller,
+        input: ListMemoryRecordsInput,
+    ) -> Result<MemoryRecordsOutput> {
+        let memory = self.memory_of(caller, &input.memory_id, false).await?;
+        refuse_metadata_filters(input.metadata_filters.as_ref(), "metadataFilters")?;
+        let scope = scope(
+            &memory.memory_id,
+            input.namespace,
+            input.namespace_path,
+            input.memory_strategy_id,
+            self.store().now(),
+        )?;
+        let after = match &input.next_token {
+            Some(token) => {
+                Some(PageToken::<(i64, String)>::decode("records", token).map_err(|_| MemoryError::BadToken)?)
+            }
+            None => None,
+        };
+        let limit = input.max_results.unwrap_or(20).clamp(1, 100);
+        let mut rows = db::list(self.store(), &scope, after, limit + 1).await?;
+        let next_token = (rows.len() as i64 > limit).then(|| {
+            rows.truncate(limit as usize);
+            let last = rows.last().expect("a full page has a last row");
+            PageToken::encode("records", (last.created_at, last.record_id.clone()))
+        });
+        Ok(MemoryRecordsOutput {
+            memory_record_summaries: rows.into_iter().map(|row| summary(row, None)).collect(),
+            next_token,
+        })
+    }
+
+    pub async fn retrieve_memory_records(
+        &self,
+        caller: &Caller,
+        input: RetrieveMemoryRecordsInput,
+    ) -> Result<MemoryRecordsOutput> {
+        let memory = self.memory_of(caller, &input.memory_id, false).await?;
+        let criteria = input.search_criteria;
+        refuse_metadata_filters(criteria.metadata_filters.as_ref(), "searchCriteria.metadataFilters")?;
+        let scope = scope(
+            &memory.memory_id,
+            input.namespace,
+            input.namespace_path,
+            criteria.memory_strategy_id,
+            self.store().now(),
+        )?;
+        let top_k = criteria.top_k.map_or(DEFAULT_TOP_K, |k| k.clamp(1, 100) as usize);
+        let candidates = top_k * CANDIDATES_PER_RESULT;
+        let mut rankings = vec![db::lexical(self.store(), &scope, &criteria.search_query, candidates as i64).await?];
+        if let (Some(embedder), Some(query)) = (self.embedder(), self.embed(vec![criteria.search_query]).await?) {
+            let query = &query[0];
+            let mut nearest: Vec<(String, f32)> = db::vectors(self.store(), &scope, embedder.name())
+                .await?
+                .into_iter()
+                .map(|(id, vector)| {
+                    let similarity = vector.iter().zip(query).map(|(a, b)| a * b).sum();
+                    (id, similarity)
+                })
+                .collect();
+            nearest.sort_by(|a, b| b.1.total_cmp(&a.1));
+            rankings.push(nearest.into_iter().take(candidates).map(|(id, _)| id).collect());
+        }
+        let mut ranked = fuse(&rankings);
+        ranked.truncate(top_k);
+        // topK bounds the ranked set; maxResults pages through it.
+        let offset = match &input.next_token {
+            Some(token) => PageToken::<usize>::decode("retrieve", token).map_err(|_| MemoryError::BadToken)?,
+            None => 0,
+        };
+        let limit = input.max_results.unwrap_or(20).clamp(1, 100) as usize;
+        let page: Vec<(String, f64)> = ranked.iter().skip(offset).take(limit).cloned().collect();
+        let next_token = (offset + limit < ranked.len()).then(|| PageToken::encode("retrieve", offset + limit));
+        let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
+        let mut rows: HashMap<String, RecordRow> = db::by_ids(self.store(), &memory.memory_id, &ids)
+            .await?
+            .into_iter()
+            .map(|row| (row.record_id.clone(), row))
+            .collect();
+        let memory_record_summaries = page
+            .into_iter()
+            .filter_map(|(id, score)| rows.remove(&id).map(|row| summary(row, Some(score))))
+            .collect();
+        Ok(MemoryRecordsOutput {
+            memory_record_summaries,
+            next_token,
+        })
+    }
+
+    /// Embeds with the configured embedder; `None` when there is none.
+    async fn embed(&self, texts: Vec<String>) -> Result<Option<Vec<Vec<f32>>>> {
+        match self.embedder() {
+            Some(embedder) if !texts.is_empty() => embedder
+                .embed(texts)
+                .await
+                .map(Some)
+                .map_err(|e| MemoryError::Model(e.to_string())),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Metadata filters need `indexedKeys`, which come with extraction; until then they are refused
+/// rather than ignored.
+fn refuse_metadata_filters(filters: Option<&Vec<Value>>, field: &str) -> Result<()> {
+    match filters {
+        Some(filters) if !filters.is_empty() => Err(MemoryError::invalid(
+            field,
+            "metadata filters on memory records are not supported by this Berth yet",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_puts_records_high_in_both_rankings_first_and_scales_scores_to_one() {
+        let lexical = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let dense = vec!["b".to_string(), "a".to_string(), "d".to_string()];
+        let fused = fuse(&[lexical.clone(), dense]);
+        let order: Vec<&str> = fused.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(order, ["a", "b", "c", "d"]);
+        assert!(fused.iter().all(|(_, s)| *s > 0.0 && *s <= 1.0));
+        let alone = fuse(&[lexical, Vec::new()]);
+        assert!((alone[0].1 - 1.0).abs() < 1e-12, "first of the only ranking scores 1");
+    }
+}

@@ -1,0 +1,298 @@
+//! SQL of long-term memory records: rows, scopes (a namespace and what lies under it), full-text
+//! search (FTS5 on SQLite, a generated `tsvector` on PostgreSQL) and the stored embeddings.
+
+use berth_store::sqlx::{self, Row, any::AnyRow};
+use berth_store::{Backend, Result, Store};
+
+/// One record as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordRow {
+    pub record_id: String,
+    pub memory_id: String,
+    pub strategy_id: String,
+    pub namespace: String,
+    pub content: String,
+    pub metadata: Option<String>,
+    pub record_time: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// Which records of a memory a read covers.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub memory_id: String,
+    /// Records whose namespace starts with this string (`namespace`: AWS still matches it as
+    /// a prefix) or lies at or under this path (`namespacePath`, segment-aware).
+    pub namespace: NamespaceMatch,
+    pub strategy_id: Option<String>,
+    /// Records that expired before this time are left out.
+    pub now: i64,
+}
+
+#[derive(Clone, Debug)]
+pub enum NamespaceMatch {
+    Prefix(String),
+    Path(String),
+}
+
+const COLUMNS: &str = "r.record_id, r.memory_id, r.strategy_id, r.namespace, r.content, r.metadata, r.record_time, \
+     r.created_at, r.updated_at, r.expires_at";
+
+/// Escapes `LIKE` wildcards (`_` is legal in namespaces).
+fn like_prefix(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    escaped
+}
+
+impl Scope {
+    /// The scope's conditions on `r`, with parameters from `$first` on, and the values to bind.
+    fn condition(&self, first: usize) -> (String, Vec<String>) {
+        let mut values = vec![self.memory_id.clone()];
+        let mut sql = format!("r.memory_id = ${first}");
+        match &self.namespace {
+            NamespaceMatch::Prefix(prefix) => {
+                values.push(like_prefix(prefix));
+                sql.push_str(&format!(" AND r.namespace LIKE ${} ESCAPE '\\'", first + 1));
+            }
+            NamespaceMatch::Path(path) => {
+                let base = path.trim_end_matches('/');
+                values.push(base.to_string());
+                values.push(format!("{base}/"));
+                values.push(like_prefix(&format!("{base}/")));
+                sql.push_str(&format!(
+                    " AND (r.namespace = ${} OR r.namespace = ${} OR r.namespace LIKE ${} ESCAPE '\\')",
+                    first + 1,
+                    first + 2,
+                    first + 3
+                ));
+            }
+        }
+        if let Some(strategy) = &self.strategy_id {
+            values.push(strategy.clone());
+            sql.push_str(&format!(" AND r.strategy_id = ${}", first + values.len() - 1));
+        }
+        sql.push_str(&format!(" AND (r.expires_at IS NULL OR r.expires_at > {})", self.now));
+        (sql, values)
+    }
+}
+
+fn record(row: &AnyRow) -> Result<RecordRow> {
+    Ok(RecordRow {
+        record_id: row.try_get("record_id")?,
+        memory_id: row.try_get("memory_id")?,
+        strategy_id: row.try_get("strategy_id")?,
+        namespace: row.try_get("namespace")?,
+        content: row.try_get("content")?,
+        metadata: row.try_get("metadata")?,
+        record_time: row.try_get("record_time")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+/// Stores records with their embeddings (`None` where no embedder ran), all or none.
+pub async fn insert(store: &Store, records: &[(RecordRow, Option<Vec<f32>>)], model: Option<&str>) -> Result<()> {
+    let mut tx = store.begin().await?;
+    for (r, embedding) in records {
+        sqlx::query(
+            "INSERT INTO memory_records (record_id, memory_id, strategy_id, namespace, content, metadata, record_time, \
+             created_at, updated_at, expires_at, embedding, embedding_model) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&r.record_id)
+        .bind(&r.memory_id)
+        .bind(&r.strategy_id)
+        .bind(&r.namespace)
+        .bind(&r.content)
+        .bind(&r.metadata)
+        .bind(r.record_time)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(r.expires_at)
+        .bind(embedding.as_deref().map(vector_bytes))
+        .bind(embedding.as_ref().and(model))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn get(store: &Store, memory_id: &str, record_id: &str) -> Result<Option<RecordRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM memory_records r WHERE r.memory_id = $1 AND r.record_id = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(memory_id)
+        .bind(record_id)
+        .fetch_optional(store.reader())
+        .await?;
+    row.as_ref().map(record).transpose()
+}
+
+/// Deletes a record; whether it existed.
+pub async fn delete(store: &Store, memory_id: &str, record_id: &str) -> Result<bool> {
+    let mut tx = store.begin().await?;
+    let done = sqlx::query("DELETE FROM memory_records WHERE memory_id = $1 AND record_id = $2")
+        .bind(memory_id)
+        .bind(record_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Records in scope, newest first, after `(created_at, record_id)` of the previous page.
+pub async fn list(store: &Store, scope: &Scope, after: Option<(i64, String)>, limit: i64) -> Result<Vec<RecordRow>> {
+    let (condition, values) = scope.condition(1);
+    let mut sql = format!("SELECT {COLUMNS} FROM memory_records r WHERE {condition}");
+    let next = values.len() + 1;
+    if after.is_some() {
+        sql.push_str(&format!(
+            " AND (r.created_at < ${next} OR (r.created_at = ${next} AND r.record_id < ${}))",
+            next + 1
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY r.created_at DESC, r.record_id DESC LIMIT {limit}"));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for value in &values {
+        query = query.bind(value);
+    }
+    if let Some((created_at, record_id)) = after {
+        query = query.bind(created_at).bind(record_id);
+    }
+    query.fetch_all(store.reader()).await?.iter().map(record).collect()
+}
+
+/// The words of a search query, as a full-text query that matches any of them: lexical search
+/// ranks by how well a record matches, so a record need not hold every word.
+fn any_word_query(text: &str, backend: Backend) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(64)
+        .map(str::to_lowercase)
+        .collect();
+    if words.is_empty() {
+        return None;
+    }
+    Some(match backend {
+        // Quoted, each word is a plain term whatever it spells (`OR`, `NEAR`, …).
+        Backend::Sqlite => words
+            .iter()
+            .map(|w| format!("\"{w}\""))
+            .collect::<Vec<_>>()
+            .join(" OR "),
+        Backend::Postgres => words.join(" | "),
+    })
+}
+
+/// Record ids in scope that match `text`, best first (at most `limit`).
+pub async fn lexical(store: &Store, scope: &Scope, text: &str, limit: i64) -> Result<Vec<String>> {
+    let Some(terms) = any_word_query(text, store.backend()) else {
+        return Ok(Vec::new());
+    };
+    let (condition, values) = scope.condition(2);
+    let sql = match store.backend() {
+        Backend::Sqlite => format!(
+            "SELECT r.record_id FROM memory_records_fts f JOIN memory_records r ON r.rowid = f.rowid \
+             WHERE memory_records_fts MATCH $1 AND {condition} ORDER BY bm25(memory_records_fts) LIMIT {limit}"
+        ),
+        // English stemming and stop words, as the generated `search` column has them.
+        Backend::Postgres => format!(
+            "SELECT r.record_id FROM memory_records r, to_tsquery('english', $1) q \
+             WHERE r.search @@ q AND {condition} ORDER BY ts_rank(r.search, q) DESC, r.record_id LIMIT {limit}"
+        ),
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(terms);
+    for value in &values {
+        query = query.bind(value);
+    }
+    let rows = query.fetch_all(store.reader()).await?;
+    rows.iter()
+        .map(|row| row.try_get::<String, _>("record_id").map_err(Into::into))
+        .collect()
+}
+
+/// Every embedding of `model` in scope, with its record id.
+pub async fn vectors(store: &Store, scope: &Scope, model: &str) -> Result<Vec<(String, Vec<f32>)>> {
+    let (condition, values) = scope.condition(2);
+    let sql =
+        format!("SELECT r.record_id, r.embedding FROM memory_records r WHERE r.embedding_model = $1 AND {condition}");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(model);
+    for value in &values {
+        query = query.bind(value);
+    }
+    let rows = query.fetch_all(store.reader()).await?;
+    rows.iter()
+        .map(|row| {
+            let bytes: Vec<u8> = row.try_get("embedding")?;
+            Ok((row.try_get("record_id")?, bytes_vector(&bytes)))
+        })
+        .collect()
+}
+
+/// Records by id, in no particular order.
+pub async fn by_ids(store: &Store, memory_id: &str, ids: &[String]) -> Result<Vec<RecordRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM memory_records r WHERE r.memory_id = $1 AND r.record_id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(memory_id);
+    for id in ids {
+        query = query.bind(id);
+    }
+    query.fetch_all(store.reader()).await?.iter().map(record).collect()
+}
+
+fn vector_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bytes_vector(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_words_become_plain_terms_whatever_they_spell() {
+        assert_eq!(
+            any_word_query("What does she LIKE? OR \"NEAR\"", Backend::Sqlite).as_deref(),
+            Some("\"what\" OR \"does\" OR \"she\" OR \"like\" OR \"or\" OR \"near\"")
+        );
+        assert_eq!(
+            any_word_query("tea & cake", Backend::Postgres).as_deref(),
+            Some("tea | cake")
+        );
+        assert_eq!(any_word_query("?!", Backend::Sqlite), None);
+    }
+
+    #[test]
+    fn namespace_prefixes_escape_like_wildcards() {
+        assert_eq!(like_prefix("/a_b/"), "/a\\_b/%");
+    }
+
+    #[test]
+    fn vectors_survive_their_byte_form() {
+        let vector = vec![0.25f32, -1.5, 3.0e-7];
+        assert_eq!(bytes_vector(&vector_bytes(&vector)), vector);
+    }
+}

@@ -1,0 +1,189 @@
+//! Long-term memory records on SQLite and (with `BERTH_TEST_POSTGRES_URL`) PostgreSQL: batch
+//! create with partial failures, get, list by namespace and path, delete, and hybrid retrieval,
+//! with the embedded embedder when `BERTH_TEST_MODELS_DIR` names the models (as `make test` does).
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly on setup errors")]
+
+use std::sync::Arc;
+
+use berth_core::SystemClock;
+use berth_memory::MemoryService;
+use berth_memory::records::*;
+use berth_store::testing::stores;
+use serde_json::json;
+
+mod common;
+use common::{active_memory, caller};
+
+fn embedder() -> Option<Arc<dyn berth_models::Embedder>> {
+    let dir = std::env::var("BERTH_TEST_MODELS_DIR").ok()?;
+    let model = berth_models::MiniLm::load(&std::path::Path::new(&dir).join(berth_models::MINILM_DIR)).unwrap();
+    Some(Arc::new(model))
+}
+
+const FACTS: [(&str, &str); 5] = [
+    (
+        "/users/ana/",
+        "Ana is allergic to peanuts and carries an epinephrine pen.",
+    ),
+    (
+        "/users/ana/",
+        "Ana loves spicy Thai green curry and eats it every Friday.",
+    ),
+    ("/users/ana/", "Ana's daughter is called Lucia and plays the violin."),
+    (
+        "/users/ana/trips/",
+        "Ana flew to Lisbon in May and stayed near the Alfama district.",
+    ),
+    ("/users/bo/", "Bo prefers tea without sugar in the mornings."),
+];
+
+async fn memory_with_facts(memory: &MemoryService, worker: &berth_store::jobs::Worker) -> String {
+    let account = caller("123456789012");
+    let memory_id = active_memory(memory, worker, &account, "records").await;
+    let records: Vec<_> = FACTS
+        .iter()
+        .enumerate()
+        .map(|(i, (namespace, text))| {
+            json!({"requestIdentifier": format!("r{i}"), "namespaces": [namespace],
+                   "content": {"text": text}, "timestamp": 1_800_000_000.0 + i as f64})
+        })
+        .collect();
+    let mut all = records.clone();
+    // Partial failures: no namespace, and a strategy the memory does not have.
+    all.push(json!({"requestIdentifier": "bad1", "namespaces": [], "content": {"text": "x"}, "timestamp": 1.0}));
+    all.push(
+        json!({"requestIdentifier": "bad2", "namespaces": ["/x/"], "content": {"text": "x"},
+                    "timestamp": 1.0, "memoryStrategyId": "nope-AbCdEfGhIj"}),
+    );
+    let input: BatchCreateMemoryRecordsInput =
+        serde_json::from_value(json!({"memoryId": memory_id, "records": all})).unwrap();
+    let out = memory.batch_create_memory_records(&account, input).await.unwrap();
+    assert_eq!(out.successful_records.len(), FACTS.len());
+    let failed: Vec<_> = out
+        .failed_records
+        .iter()
+        .map(|r| r.request_identifier.clone().unwrap())
+        .collect();
+    assert_eq!(failed, ["bad1", "bad2"]);
+    assert!(
+        out.successful_records
+            .iter()
+            .all(|r| r.memory_record_id.starts_with("mem-") && r.memory_record_id.len() == 40)
+    );
+    memory_id
+}
+
+async fn retrieve(memory: &MemoryService, memory_id: &str, query: &str, namespace_path: &str) -> Vec<String> {
+    let input: RetrieveMemoryRecordsInput = serde_json::from_value(json!({
+        "memoryId": memory_id, "namespacePath": namespace_path,
+        "searchCriteria": {"searchQuery": query, "topK": 3}
+    }))
+    .unwrap();
+    let out = memory
+        .retrieve_memory_records(&caller("123456789012"), input)
+        .await
+        .unwrap();
+    for pair in out.memory_record_summaries.windows(2) {
+        assert!(pair[0].score >= pair[1].score, "best first");
+    }
+    out.memory_record_summaries
+        .into_iter()
+        .map(|r| r.content.text)
+        .collect()
+}
+
+#[tokio::test]
+async fn records_are_created_listed_read_and_deleted_by_namespace() {
+    for test in stores(Arc::new(SystemClock)).await {
+        let (memory, worker) = common::service(&test.store);
+        let memory_id = memory_with_facts(&memory, &worker).await;
+        let account = caller("123456789012");
+        let list = |namespace: serde_json::Value| {
+            let mut input = json!({"memoryId": memory_id, "maxResults": 2});
+            input
+                .as_object_mut()
+                .unwrap()
+                .extend(namespace.as_object().unwrap().clone());
+            serde_json::from_value::<ListMemoryRecordsInput>(input).unwrap()
+        };
+        // namespacePath is segment-aware: /users/ana covers /users/ana/trips/ but not /users/bo/.
+        let mut seen = Vec::new();
+        let mut input = list(json!({"namespacePath": "/users/ana"}));
+        loop {
+            let page = memory.list_memory_records(&account, input).await.unwrap();
+            assert!(page.memory_record_summaries.len() <= 2);
+            seen.extend(page.memory_record_summaries);
+            let Some(token) = page.next_token else { break };
+            input = list(json!({"namespacePath": "/users/ana", "nextToken": token}));
+        }
+        assert_eq!(seen.len(), 4);
+        assert!(
+            seen.windows(2).all(|w| w[0].created_at >= w[1].created_at),
+            "newest first"
+        );
+        let bo = memory
+            .list_memory_records(&account, list(json!({"namespace": "/users/bo/"})))
+            .await
+            .unwrap();
+        assert_eq!(bo.memory_record_summaries.len(), 1);
+        let none = memory.list_memory_records(&account, list(json!({}))).await;
+        assert!(none.unwrap_err().to_string().contains("namespace"));
+
+        let id = bo.memory_record_summaries[0].memory_record_id.clone();
+        let key =
+            || serde_json::from_value::<RecordKeyInput>(json!({"memoryId": memory_id, "memoryRecordId": id})).unwrap();
+        let record = memory.get_memory_record(&account, key()).await.unwrap().memory_record;
+        assert_eq!(record.content.text, FACTS[4].1);
+        assert_eq!(record.namespaces, ["/users/bo/"]);
+        assert_eq!(record.timestamp, 1_800_000_004.0);
+        // Another account sees no such memory.
+        assert!(memory.get_memory_record(&caller("210987654321"), key()).await.is_err());
+        memory.delete_memory_record(&account, key()).await.unwrap();
+        let gone = memory.get_memory_record(&account, key()).await.unwrap_err();
+        assert!(gone.to_string().contains("not found"));
+        assert!(memory.delete_memory_record(&account, key()).await.is_err());
+        // The full-text index forgot it too.
+        assert!(retrieve(&memory, &memory_id, "tea sugar", "/users/").await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn retrieval_ranks_within_the_namespace_by_words_and_by_meaning() {
+    for test in stores(Arc::new(SystemClock)).await {
+        let (memory, worker) = common::service(&test.store);
+        let lexical_only = memory_with_facts(&memory, &worker).await;
+        // Words: the record sharing the query's words comes first; namespaces bound the search.
+        let found = retrieve(&memory, &lexical_only, "peanuts allergy", "/users/ana").await;
+        assert_eq!(found.first().map(String::as_str), Some(FACTS[0].1));
+        assert!(retrieve(&memory, &lexical_only, "tea", "/users/ana").await.is_empty());
+
+        let Some(embedder) = embedder() else { continue };
+        let memory = memory.with_embedder(embedder);
+        let account = caller("123456789012");
+        let input = serde_json::from_value(json!({"name": "records_dense", "eventExpiryDuration": 3})).unwrap();
+        let memory_id = memory.create_memory(&account, input).await.unwrap().memory.id;
+        worker.run_due().await.unwrap();
+        let records: Vec<_> = FACTS
+            .iter()
+            .enumerate()
+            .map(|(i, (ns, text))| {
+                json!({"requestIdentifier": format!("r{i}"), "namespaces": [ns],
+                                          "content": {"text": text}, "timestamp": 1_800_000_000.0})
+            })
+            .collect();
+        let input = serde_json::from_value(json!({"memoryId": memory_id, "records": records})).unwrap();
+        memory.batch_create_memory_records(&account, input).await.unwrap();
+        // Meaning: no word in common with the record that answers.
+        let found = retrieve(&memory, &memory_id, "What food does she enjoy?", "/users/ana").await;
+        assert_eq!(found.first().map(String::as_str), Some(FACTS[1].1), "{found:?}");
+        let found = retrieve(
+            &memory,
+            &memory_id,
+            "Which city did she visit on holiday?",
+            "/users/ana",
+        )
+        .await;
+        assert_eq!(found.first().map(String::as_str), Some(FACTS[3].1), "{found:?}");
+    }
+}
