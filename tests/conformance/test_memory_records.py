@@ -49,10 +49,18 @@ def test_records_written_directly_are_read_listed_retrieved_and_deleted(cp, dp):
     assert hits[0]["memoryRecordId"] == ids["r0"]
     assert 0 < hits[0]["score"] <= 1
 
+    updated = dp.batch_update_memory_records(memoryId=memory_id, records=[
+        {"memoryRecordId": ids["r3"], "timestamp": 1_900_000_000, "content": {"text": "Bo now drinks black coffee."}},
+    ])
+    assert [r["memoryRecordId"] for r in updated["successfulRecords"]] == [ids["r3"]]
+    assert dp.get_memory_record(memoryId=memory_id, memoryRecordId=ids["r3"])["memoryRecord"]["content"]["text"] == (
+        "Bo now drinks black coffee."
+    )
+
     # The SDK's clients on top.
     client = MemoryClient(region_name="us-east-1")
-    found = client.retrieve_memories(memory_id=memory_id, namespace="/users/bo/", query="tea with sugar", top_k=3)
-    assert [m["content"]["text"] for m in found] == [FACTS[3][1]]
+    found = client.retrieve_memories(memory_id=memory_id, namespace="/users/bo/", query="black coffee", top_k=3)
+    assert [m["content"]["text"] for m in found] == ["Bo now drinks black coffee."]
     manager = MemorySessionManager(memory_id=memory_id, region_name="us-east-1")
     searched = manager.search_long_term_memories(query="Lisbon Alfama", namespace_path="/users/ana", top_k=3)
     assert searched[0]["content"]["text"] == FACTS[2][1]

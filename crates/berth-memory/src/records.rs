@@ -1,5 +1,5 @@
-//! Long-term memory records: BatchCreateMemoryRecords, GetMemoryRecord, DeleteMemoryRecord,
-//! BatchDeleteMemoryRecords, ListMemoryRecords and RetrieveMemoryRecords.
+//! Long-term memory records: BatchCreateMemoryRecords, BatchUpdateMemoryRecords, GetMemoryRecord,
+//! DeleteMemoryRecord, BatchDeleteMemoryRecords, ListMemoryRecords and RetrieveMemoryRecords.
 //!
 //! Retrieval is hybrid: full-text matches (BM25 on SQLite, `ts_rank` on PostgreSQL) and, when an
 //! embedder is configured, the nearest embeddings, each ranked within the namespace scope first
@@ -67,6 +67,25 @@ pub struct MemoryRecordOutput {
 pub struct BatchRecordsOutput {
     pub successful_records: Vec<MemoryRecordOutput>,
     pub failed_records: Vec<MemoryRecordOutput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryRecordUpdateInput {
+    pub memory_record_id: String,
+    pub timestamp: f64,
+    pub content: Option<MemoryContent>,
+    pub namespaces: Option<Vec<String>>,
+    pub memory_strategy_id: Option<String>,
+    pub metadata: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchUpdateMemoryRecordsInput {
+    pub memory_id: String,
+    pub records: Vec<MemoryRecordUpdateInput>,
+    pub record_expiry_specification: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,12 +249,7 @@ impl MemoryService {
         input: BatchCreateMemoryRecordsInput,
     ) -> Result<BatchRecordsOutput> {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
-        if input.record_expiry_specification.is_some() {
-            return Err(MemoryError::invalid(
-                "recordExpirySpecification",
-                "record expiry is not supported by this Berth yet",
-            ));
-        }
+        refuse_record_expiry(input.record_expiry_specification.as_ref())?;
         let strategies = self.strategy_ids(&memory.memory_id).await?;
         let now = self.store().now();
         let (mut rows, mut failed) = (Vec::new(), Vec::new());
@@ -330,6 +344,80 @@ impl MemoryService {
         }
         Ok(DeleteMemoryRecordOutput {
             memory_record_id: input.memory_record_id,
+        })
+    }
+
+    /// Rewrites the given fields of each record (re-embedding changed content); unknown records
+    /// and invalid changes are reported per record.
+    pub async fn batch_update_memory_records(
+        &self,
+        caller: &Caller,
+        input: BatchUpdateMemoryRecordsInput,
+    ) -> Result<BatchRecordsOutput> {
+        let memory = self.memory_of(caller, &input.memory_id, false).await?;
+        refuse_record_expiry(input.record_expiry_specification.as_ref())?;
+        let strategies = self.strategy_ids(&memory.memory_id).await?;
+        let (mut successful_records, mut failed_records) = (Vec::new(), Vec::new());
+        for update in input.records {
+            let id = update.memory_record_id.clone();
+            let fail = |code: i64, message: String| MemoryRecordOutput {
+                memory_record_id: id.clone(),
+                status: "FAILED",
+                request_identifier: None,
+                error_code: Some(code),
+                error_message: Some(message),
+            };
+            let Some(mut row) = db::get(self.store(), &memory.memory_id, &id).await? else {
+                failed_records.push(fail(404, "no such memory record".into()));
+                continue;
+            };
+            let Some(time) = Timestamp::from_epoch_seconds(update.timestamp) else {
+                failed_records.push(fail(400, "timestamp must be a time between 1970 and 9999".into()));
+                continue;
+            };
+            if let Some(strategy_id) = update.memory_strategy_id {
+                if !strategies.contains(&strategy_id) {
+                    failed_records.push(fail(
+                        400,
+                        format!("memory strategy `{strategy_id}` is not a strategy of this memory"),
+                    ));
+                    continue;
+                }
+                row.strategy_id = strategy_id;
+            }
+            if let Some(namespace) = update.namespaces.and_then(|n| n.into_iter().next()) {
+                row.namespace = namespace;
+            }
+            if let Some(metadata) = update.metadata {
+                row.metadata = Some(serde_json::to_string(&metadata).unwrap_or_default());
+            }
+            let new_content = update.content.map(|c| c.text).filter(|text| *text != row.content);
+            let embedding = match &new_content {
+                Some(text) => self.embed(vec![text.clone()]).await?.and_then(|mut v| v.pop()),
+                None => None,
+            };
+            if let Some(text) = new_content {
+                row.content = text;
+            }
+            row.record_time = time.millis();
+            row.updated_at = self.store().now();
+            let model = self.embedder().map(|e| e.name().to_string()).unwrap_or_default();
+            let embedding = embedding.as_deref().map(|vector| (vector, model.as_str()));
+            if db::update(self.store(), &row, embedding).await? {
+                successful_records.push(MemoryRecordOutput {
+                    memory_record_id: id,
+                    status: "SUCCEEDED",
+                    request_identifier: None,
+                    error_code: None,
+                    error_message: None,
+                });
+            } else {
+                failed_records.push(fail(404, "no such memory record".into()));
+            }
+        }
+        Ok(BatchRecordsOutput {
+            successful_records,
+            failed_records,
         })
     }
 
@@ -462,6 +550,18 @@ impl MemoryService {
                 .map_err(|e| MemoryError::Model(e.to_string())),
             _ => Ok(None),
         }
+    }
+}
+
+/// Record expiry comes with the extraction pipeline's sweeper; until then it is refused rather
+/// than ignored.
+fn refuse_record_expiry(specification: Option<&Value>) -> Result<()> {
+    match specification {
+        Some(_) => Err(MemoryError::invalid(
+            "recordExpirySpecification",
+            "record expiry is not supported by this Berth yet",
+        )),
+        None => Ok(()),
     }
 }
 

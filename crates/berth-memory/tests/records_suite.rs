@@ -187,3 +187,60 @@ async fn retrieval_ranks_within_the_namespace_by_words_and_by_meaning() {
         assert_eq!(found.first().map(String::as_str), Some(FACTS[3].1), "{found:?}");
     }
 }
+
+#[tokio::test]
+async fn updates_rewrite_records_and_both_indexes() {
+    for test in stores(Arc::new(SystemClock)).await {
+        let (memory, worker) = common::service(&test.store);
+        let memory = match embedder() {
+            Some(embedder) => memory.with_embedder(embedder),
+            None => memory,
+        };
+        let memory_id = memory_with_facts(&memory, &worker).await;
+        let account = caller("123456789012");
+        let listed = memory
+            .list_memory_records(
+                &account,
+                serde_json::from_value(json!({"memoryId": memory_id, "namespace": "/users/bo/"})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let id = listed.memory_record_summaries[0].memory_record_id.clone();
+        let input = serde_json::from_value(json!({"memoryId": memory_id, "records": [
+            {"memoryRecordId": id, "timestamp": 1_900_000_000.0, "content": {"text": "Bo switched to black coffee."},
+             "namespaces": ["/users/bo/drinks/"]},
+            {"memoryRecordId": "mem-00000000-0000-0000-0000-000000000000", "timestamp": 1.0},
+            {"memoryRecordId": id, "timestamp": 1.0, "memoryStrategyId": "nope-AbCdEfGhIj"}
+        ]}))
+        .unwrap();
+        let out = memory.batch_update_memory_records(&account, input).await.unwrap();
+        assert_eq!(out.successful_records.len(), 1);
+        let codes: Vec<_> = out.failed_records.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, [Some(404), Some(400)]);
+        let key = serde_json::from_value(json!({"memoryId": memory_id, "memoryRecordId": id})).unwrap();
+        let record = memory.get_memory_record(&account, key).await.unwrap().memory_record;
+        assert_eq!(record.content.text, "Bo switched to black coffee.");
+        assert_eq!(record.namespaces, ["/users/bo/drinks/"]);
+        assert_eq!(record.timestamp, 1_900_000_000.0);
+        // The full-text index follows the new content; the old words find nothing (asked of a
+        // service without an embedder, which would rank every record in scope).
+        let lexical = common::service(&test.store).0;
+        assert!(retrieve(&lexical, &memory_id, "sugar", "/users/bo").await.is_empty());
+        assert_eq!(
+            retrieve(&lexical, &memory_id, "coffee", "/users/bo").await,
+            ["Bo switched to black coffee."]
+        );
+        if memory_has_embedder() {
+            let found = retrieve(&memory, &memory_id, "What does Bo drink now?", "/users").await;
+            assert_eq!(
+                found.first().map(String::as_str),
+                Some("Bo switched to black coffee."),
+                "{found:?}"
+            );
+        }
+    }
+}
+
+fn memory_has_embedder() -> bool {
+    std::env::var("BERTH_TEST_MODELS_DIR").is_ok()
+}

@@ -129,6 +129,13 @@ impl Registry {
             memory,
             batch_create_memory_records
         );
+        operation!(
+            table,
+            Data,
+            "BatchUpdateMemoryRecords",
+            memory,
+            batch_update_memory_records
+        );
         operation!(table, Data, "GetMemoryRecord", memory, get_memory_record);
         operation!(table, Data, "DeleteMemoryRecord", memory, delete_memory_record);
         operation!(

@@ -128,6 +128,35 @@ pub async fn insert(store: &Store, records: &[(RecordRow, Option<Vec<f32>>)], mo
     Ok(())
 }
 
+/// Rewrites a record's fields (and its embedding, when `embedding` is given); whether it existed.
+pub async fn update(store: &Store, r: &RecordRow, embedding: Option<(&[f32], &str)>) -> Result<bool> {
+    let mut tx = store.begin().await?;
+    let done = sqlx::query(
+        "UPDATE memory_records SET strategy_id = $1, namespace = $2, content = $3, metadata = $4, record_time = $5, \
+         updated_at = $6 WHERE memory_id = $7 AND record_id = $8",
+    )
+    .bind(&r.strategy_id)
+    .bind(&r.namespace)
+    .bind(&r.content)
+    .bind(&r.metadata)
+    .bind(r.record_time)
+    .bind(r.updated_at)
+    .bind(&r.memory_id)
+    .bind(&r.record_id)
+    .execute(&mut *tx)
+    .await?;
+    if let Some((vector, model)) = embedding {
+        sqlx::query("UPDATE memory_records SET embedding = $1, embedding_model = $2 WHERE record_id = $3")
+            .bind(vector_bytes(vector))
+            .bind(model)
+            .bind(&r.record_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(done.rows_affected() > 0)
+}
+
 pub async fn get(store: &Store, memory_id: &str, record_id: &str) -> Result<Option<RecordRow>> {
     let sql = format!("SELECT {COLUMNS} FROM memory_records r WHERE r.memory_id = $1 AND r.record_id = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
