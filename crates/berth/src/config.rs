@@ -170,25 +170,24 @@ pub struct Config {
     pub runtime: RuntimeConfig,
 }
 
-fn default_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(dir).join("berth");
+/// `$XDG_…/within`, or `$HOME/home_fallback/within` when the XDG variable is not set.
+fn xdg_dir(variable: &str, home_fallback: &str, within: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(variable) {
+        return PathBuf::from(dir).join(within);
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/berth")
+    home.join(home_fallback).join(within)
+}
+
+fn default_data_dir() -> PathBuf {
+    xdg_dir("XDG_DATA_HOME", ".local/share", "berth")
 }
 
 /// Where `make models` (tools/fetch-models.sh) unpacks the embedded models by default.
 fn default_models_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("berth/models");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache/berth/models")
+    xdg_dir("XDG_CACHE_HOME", ".cache", "berth/models")
 }
 
 fn valid_region(region: &str) -> bool {
