@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmark programs and prints the Markdown that docs/PERFORMANCE.md records:
 # Memory's CreateEvent/ListEvents (SQLite and the test PostgreSQL server), sandbox cold start
-# per tier, the embedded embedder's throughput, and Runtime (cold start to an answering agent,
+# per tier, the embedded embedder's throughput, memory-record retrieval latency, and Runtime (cold start to an answering agent,
 # invocation overhead, idle density, 100 MB payload). Run it on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +14,7 @@ echo
 "$TARGET/release/berth-bench" --sandboxes "$TARGET/release/berth"
 echo
 "$TARGET/release/berth-bench" --embed "${BERTH_MODELS_DIR:-$HOME/.cache/berth/models}"
+echo
+"$TARGET/release/berth-bench" --retrieval "${BERTH_MODELS_DIR:-$HOME/.cache/berth/models}"
 echo
 "$PYTHON" tools/bench_runtime.py --berth "$TARGET/release/berth"

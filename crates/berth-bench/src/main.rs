@@ -6,9 +6,11 @@
 //! `docs/PERFORMANCE.md`.
 //!
 //! Usage: `berth-bench [--postgres URL] [--requests N] [--repeat N]`, or `berth-bench --sandboxes PATH_TO_BERTH
-//! [--runs N]` for sandbox cold start per tier (`sandboxes.rs`), or `berth-bench --embed MODELS_DIR`
-//! for the embedded embedder's throughput.
+//! [--runs N]` for sandbox cold start per tier (`sandboxes.rs`), `berth-bench --embed MODELS_DIR`
+//! for the embedded embedder's throughput, or `berth-bench --retrieval MODELS_DIR` for
+//! RetrieveMemoryRecords latency (`retrieval.rs`).
 
+mod retrieval;
 mod sandboxes;
 
 use std::sync::Arc;
@@ -58,6 +60,10 @@ struct Args {
     /// Measure the embedded embedder's throughput instead, with the models in this directory.
     #[arg(long)]
     embed: Option<std::path::PathBuf>,
+    /// Measure RetrieveMemoryRecords at 10k and 100k records instead, with the models in this
+    /// directory.
+    #[arg(long)]
+    retrieval: Option<std::path::PathBuf>,
 }
 
 struct Stats {
@@ -362,6 +368,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(models) = &args.embed {
         return embed(models);
+    }
+    if let Some(models) = &args.retrieval {
+        return retrieval::run(models).await;
     }
     println!("| operation | store | clients | ops/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|");

@@ -231,9 +231,13 @@ pub async fn lexical(store: &Store, scope: &Scope, text: &str, limit: i64) -> Re
     };
     let (condition, values) = scope.condition(2);
     let sql = match store.backend() {
+        // CROSS JOIN fixes the join order (SQLite's rule): matches first, then their rows. Left
+        // to itself the planner may walk the memory's rows and run the full-text query for each
+        // (measured: 400 ms instead of 2 ms at 10k records).
         Backend::Sqlite => format!(
-            "SELECT r.record_id FROM memory_records_fts f JOIN memory_records r ON r.rowid = f.rowid \
-             WHERE memory_records_fts MATCH $1 AND {condition} ORDER BY bm25(memory_records_fts) LIMIT {limit}"
+            "SELECT r.record_id FROM memory_records_fts f CROSS JOIN memory_records r \
+             WHERE memory_records_fts MATCH $1 AND r.rowid = f.rowid AND {condition} \
+             ORDER BY bm25(memory_records_fts) LIMIT {limit}"
         ),
         // English stemming and stop words, as the generated `search` column has them.
         Backend::Postgres => format!(
