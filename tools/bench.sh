@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the benchmark programs and prints the Markdown that docs/PERFORMANCE.md records:
 # Memory's CreateEvent/ListEvents (SQLite and the test PostgreSQL server), sandbox cold start
-# per tier, the embedded embedder's throughput, memory-record retrieval latency, and Runtime (cold start to an answering agent,
-# invocation overhead, idle density, 100 MB payload). Run it on an otherwise idle machine.
+# per tier, the embedded embedder's throughput, memory-record retrieval latency, and Runtime
+# (cold start to an answering agent, invocation overhead, idle density, 100 MB payload). Run it
+# on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
