@@ -33,7 +33,7 @@ const QUERIES: [&str; 5] = [
     "What food does Ana like?",
     "Which trips were booked?",
     "budget review",
-    "Does anyone play an instrument?",
+    "Who takes violin lessons?",
     "meeting times",
 ];
 

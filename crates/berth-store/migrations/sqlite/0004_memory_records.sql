@@ -19,7 +19,10 @@ CREATE TABLE memory_records (
 );
 CREATE INDEX memory_records_by_namespace ON memory_records (memory_id, namespace, created_at);
 
-CREATE VIRTUAL TABLE memory_records_fts USING fts5 (content, content = 'memory_records', content_rowid = 'rowid');
+-- Porter stemming, as PostgreSQL's english configuration does: "lessons" finds "lesson".
+CREATE VIRTUAL TABLE memory_records_fts USING fts5 (
+    content, content = 'memory_records', content_rowid = 'rowid', tokenize = 'porter unicode61 remove_diacritics 2'
+);
 CREATE TRIGGER memory_records_fts_insert AFTER INSERT ON memory_records BEGIN
     INSERT INTO memory_records_fts (rowid, content) VALUES (new.rowid, new.content);
 END;
