@@ -79,6 +79,27 @@ def test_records_written_directly_are_read_listed_retrieved_and_deleted(cp, dp):
     assert unscoped.value.response["Error"]["Code"] == "ValidationException"
 
 
+def test_metadata_filters_on_indexed_keys(cp, dp):
+    memory_id = create_active_memory(cp, indexedKeys=[{"key": "priority", "type": "NUMBER"}])
+    records = [
+        {"requestIdentifier": f"r{i}", "namespaces": ["/notes/"], "content": {"text": f"garden note {i}"},
+         "timestamp": 1_800_000_000 + i, "metadata": {"priority": {"numberValue": i}}}
+        for i in range(6)
+    ]
+    dp.batch_create_memory_records(memoryId=memory_id, records=records)
+    high = [{"left": {"metadataKey": "priority"}, "operator": "GREATER_THAN_OR_EQUALS",
+             "right": {"metadataValue": {"numberValue": 4}}}]
+    listed = dp.list_memory_records(memoryId=memory_id, namespace="/notes/", metadataFilters=high)
+    assert sorted(r["content"]["text"] for r in listed["memoryRecordSummaries"]) == ["garden note 4", "garden note 5"]
+    found = dp.retrieve_memory_records(memoryId=memory_id, namespace="/notes/",
+                                       searchCriteria={"searchQuery": "garden", "topK": 5, "metadataFilters": high})
+    assert {r["metadata"]["priority"]["numberValue"] for r in found["memoryRecordSummaries"]} == {4, 5}
+    with pytest.raises(ClientError) as refused:
+        dp.list_memory_records(memoryId=memory_id, namespace="/notes/",
+                               metadataFilters=[{"left": {"metadataKey": "colour"}, "operator": "EXISTS"}])
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+
+
 @pytest.mark.skipif(not MODELS, reason="the embedded model is not unpacked (make models)")
 def test_retrieval_finds_records_by_meaning_with_the_embedded_model(cp, dp):
     memory_id = create_active_memory(cp)

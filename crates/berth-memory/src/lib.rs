@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod model;
+pub mod record_filters;
 pub mod records;
 pub mod service;
 pub mod store;

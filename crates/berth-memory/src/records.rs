@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{MemoryError, Result};
+use crate::record_filters;
 use crate::service::MemoryService;
 use crate::store::records::{self as db, NamespaceMatch, RecordRow, Scope};
 
@@ -21,6 +22,10 @@ const RRF_K: f64 = 60.0;
 /// How many candidates each retriever contributes per record asked for.
 const CANDIDATES_PER_RESULT: usize = 4;
 const DEFAULT_TOP_K: usize = 10;
+/// Candidates each retriever contributes when metadata filters will thin them out.
+const FILTERED_CANDIDATES: usize = 1000;
+/// Rows ListMemoryRecords reads at a time while it filters by metadata.
+const LIST_RUN: i64 = 200;
 
 #[derive(Debug, Deserialize, Serialize, Clone)]
 #[serde(rename_all = "camelCase")]
@@ -456,7 +461,11 @@ impl MemoryService {
         input: ListMemoryRecordsInput,
     ) -> Result<MemoryRecordsOutput> {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
-        refuse_metadata_filters(input.metadata_filters.as_ref(), "metadataFilters")?;
+        let filters = record_filters::parse(
+            input.metadata_filters.as_deref().unwrap_or_default(),
+            memory.attributes.get("indexedKeys"),
+            "metadataFilters",
+        )?;
         let scope = scope(
             &memory.memory_id,
             input.namespace,
@@ -464,16 +473,32 @@ impl MemoryService {
             input.memory_strategy_id,
             self.store().now(),
         )?;
-        let after = match &input.next_token {
+        let mut after = match &input.next_token {
             Some(token) => {
                 Some(PageToken::<(i64, String)>::decode("records", token).map_err(|_| MemoryError::BadToken)?)
             }
             None => None,
         };
-        let limit = input.max_results.unwrap_or(20).clamp(1, 100);
-        let mut rows = db::list(self.store(), &scope, after, limit + 1).await?;
-        let next_token = (rows.len() as i64 > limit).then(|| {
-            rows.truncate(limit as usize);
+        let limit = input.max_results.unwrap_or(20).clamp(1, 100) as usize;
+        // Rows are read in runs and filtered here until a page (and one more, to know whether
+        // another page follows) matches or the scope runs out.
+        let mut rows = Vec::new();
+        while rows.len() <= limit {
+            let run = db::list(self.store(), &scope, after.clone(), LIST_RUN).await?;
+            let exhausted = (run.len() as i64) < LIST_RUN;
+            if let Some(last) = run.last() {
+                after = Some((last.created_at, last.record_id.clone()));
+            }
+            rows.extend(
+                run.into_iter()
+                    .filter(|row| record_filters::matches(&filters, parsed_metadata(row).as_ref())),
+            );
+            if exhausted {
+                break;
+            }
+        }
+        let next_token = (rows.len() > limit).then(|| {
+            rows.truncate(limit);
             let last = rows.last().expect("a full page has a last row");
             PageToken::encode("records", (last.created_at, last.record_id.clone()))
         });
@@ -490,7 +515,11 @@ impl MemoryService {
     ) -> Result<MemoryRecordsOutput> {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
         let criteria = input.search_criteria;
-        refuse_metadata_filters(criteria.metadata_filters.as_ref(), "searchCriteria.metadataFilters")?;
+        let filters = record_filters::parse(
+            criteria.metadata_filters.as_deref().unwrap_or_default(),
+            memory.attributes.get("indexedKeys"),
+            "searchCriteria.metadataFilters",
+        )?;
         let scope = scope(
             &memory.memory_id,
             input.namespace,
@@ -499,7 +528,12 @@ impl MemoryService {
             self.store().now(),
         )?;
         let top_k = criteria.top_k.map_or(DEFAULT_TOP_K, |k| k.clamp(1, 100) as usize);
-        let candidates = top_k * CANDIDATES_PER_RESULT;
+        // Filters apply to the candidates, so filtered searches rank a wider pool.
+        let candidates = if filters.is_empty() {
+            top_k * CANDIDATES_PER_RESULT
+        } else {
+            FILTERED_CANDIDATES
+        };
         let mut rankings = vec![db::lexical(self.store(), &scope, &criteria.search_query, candidates as i64).await?];
         if let (Some(embedder), Some(query)) = (self.embedder(), self.embed(vec![criteria.search_query]).await?) {
             let query = &query[0];
@@ -514,28 +548,30 @@ impl MemoryService {
             nearest.sort_by(|a, b| b.1.total_cmp(&a.1));
             rankings.push(nearest.into_iter().take(candidates).map(|(id, _)| id).collect());
         }
-        let mut ranked = fuse(&rankings);
-        ranked.truncate(top_k);
+        // Every candidate's row, so that metadata filters apply before topK cuts the list.
+        let fused = fuse(&rankings);
+        let ids: Vec<String> = fused.iter().map(|(id, _)| id.clone()).collect();
+        let mut rows: HashMap<String, RecordRow> = db::by_ids(self.store(), &memory.memory_id, &ids)
+            .await?
+            .into_iter()
+            .map(|row| (row.record_id.clone(), row))
+            .collect();
+        let ranked: Vec<MemoryRecord> = fused
+            .into_iter()
+            .filter_map(|(id, score)| rows.remove(&id).map(|row| (row, score)))
+            .filter(|(row, _)| record_filters::matches(&filters, parsed_metadata(row).as_ref()))
+            .take(top_k)
+            .map(|(row, score)| summary(row, Some(score)))
+            .collect();
         // topK bounds the ranked set; maxResults pages through it.
         let offset = match &input.next_token {
             Some(token) => PageToken::<usize>::decode("retrieve", token).map_err(|_| MemoryError::BadToken)?,
             None => 0,
         };
         let limit = input.max_results.unwrap_or(20).clamp(1, 100) as usize;
-        let page: Vec<(String, f64)> = ranked.iter().skip(offset).take(limit).cloned().collect();
         let next_token = (offset + limit < ranked.len()).then(|| PageToken::encode("retrieve", offset + limit));
-        let ids: Vec<String> = page.iter().map(|(id, _)| id.clone()).collect();
-        let mut rows: HashMap<String, RecordRow> = db::by_ids(self.store(), &memory.memory_id, &ids)
-            .await?
-            .into_iter()
-            .map(|row| (row.record_id.clone(), row))
-            .collect();
-        let memory_record_summaries = page
-            .into_iter()
-            .filter_map(|(id, score)| rows.remove(&id).map(|row| summary(row, Some(score))))
-            .collect();
         Ok(MemoryRecordsOutput {
-            memory_record_summaries,
+            memory_record_summaries: ranked.into_iter().skip(offset).take(limit).collect(),
             next_token,
         })
     }
@@ -565,16 +601,9 @@ fn refuse_record_expiry(specification: Option<&Value>) -> Result<()> {
     }
 }
 
-/// Metadata filters need `indexedKeys`, which come with extraction; until then they are refused
-/// rather than ignored.
-fn refuse_metadata_filters(filters: Option<&Vec<Value>>, field: &str) -> Result<()> {
-    match filters {
-        Some(filters) if !filters.is_empty() => Err(MemoryError::invalid(
-            field,
-            "metadata filters on memory records are not supported by this Berth yet",
-        )),
-        _ => Ok(()),
-    }
+/// A record's metadata map, parsed.
+fn parsed_metadata(row: &RecordRow) -> Option<Value> {
+    row.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok())
 }
 
 #[cfg(test)]

@@ -244,3 +244,76 @@ async fn updates_rewrite_records_and_both_indexes() {
 fn memory_has_embedder() -> bool {
     std::env::var("BERTH_TEST_MODELS_DIR").is_ok()
 }
+
+#[tokio::test]
+async fn metadata_filters_apply_to_listing_and_retrieval_on_indexed_keys_only() {
+    for test in stores(Arc::new(SystemClock)).await {
+        let (memory, worker) = common::service(&test.store);
+        let account = caller("123456789012");
+        let input = serde_json::from_value(json!({
+            "name": "filtered", "eventExpiryDuration": 3,
+            "indexedKeys": [{"key": "priority", "type": "NUMBER"}, {"key": "topic", "type": "STRING"}]
+        }))
+        .unwrap();
+        let memory_id = memory.create_memory(&account, input).await.unwrap().memory.id;
+        worker.run_due().await.unwrap();
+        // 250 records (more than one run of the listing's scan), every tenth of priority 9.
+        let records: Vec<_> = (0..250)
+            .map(|i| {
+                let priority = if i % 10 == 0 { 9 } else { 1 };
+                json!({"requestIdentifier": format!("r{i}"), "namespaces": ["/notes/"],
+                       "content": {"text": format!("note number {i} about the garden")},
+                       "timestamp": 1_800_000_000.0 + i as f64,
+                       "metadata": {"priority": {"numberValue": priority}, "topic": {"stringValue": "garden"}}})
+            })
+            .collect();
+        for chunk in records.chunks(100) {
+            let input = serde_json::from_value(json!({"memoryId": memory_id, "records": chunk})).unwrap();
+            memory.batch_create_memory_records(&account, input).await.unwrap();
+        }
+        let urgent = json!([{"left": {"metadataKey": "priority"}, "operator": "GREATER_THAN",
+                             "right": {"metadataValue": {"numberValue": 5}}}]);
+        let mut listed = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut input = json!({"memoryId": memory_id, "namespace": "/notes/", "maxResults": 10,
+                                   "metadataFilters": urgent});
+            if let Some(token) = &token {
+                input["nextToken"] = json!(token);
+            }
+            let page = memory
+                .list_memory_records(&account, serde_json::from_value(input).unwrap())
+                .await
+                .unwrap();
+            listed.extend(page.memory_record_summaries);
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(listed.len(), 25, "every tenth of 250");
+        assert!(
+            listed
+                .iter()
+                .all(|r| r.metadata.as_ref().unwrap()["priority"]["numberValue"] == 9)
+        );
+
+        let input = serde_json::from_value(json!({"memoryId": memory_id, "namespace": "/notes/",
+            "searchCriteria": {"searchQuery": "garden note", "topK": 5, "metadataFilters": urgent}}))
+        .unwrap();
+        let found = memory.retrieve_memory_records(&account, input).await.unwrap();
+        assert_eq!(found.memory_record_summaries.len(), 5);
+        assert!(
+            found
+                .memory_record_summaries
+                .iter()
+                .all(|r| r.metadata.as_ref().unwrap()["priority"]["numberValue"] == 9)
+        );
+
+        let unindexed = serde_json::from_value(json!({"memoryId": memory_id, "namespace": "/notes/",
+            "metadataFilters": [{"left": {"metadataKey": "colour"}, "operator": "EXISTS"}]}))
+        .unwrap();
+        let refused = memory.list_memory_records(&account, unindexed).await.unwrap_err();
+        assert!(refused.to_string().contains("indexedKeys"), "{refused}");
+    }
+}
