@@ -233,10 +233,12 @@ pub async fn list_memories(
     rows.iter().map(memory_row).collect()
 }
 
-/// Removes a memory with its strategies, events, sessions, tags and policy.
+/// Removes a memory with its strategies, events, sessions, records, tags and policy.
 pub async fn delete_memory(tx: &mut Tx, memory_id: &str, arn: &str) -> Result<()> {
     for sql in [
         "DELETE FROM memory_events WHERE memory_id = $1",
+        // Explicitly rather than by cascade, so the full-text index's triggers surely run.
+        "DELETE FROM memory_records WHERE memory_id = $1",
         "DELETE FROM memory_sessions WHERE memory_id = $1",
         "DELETE FROM memory_strategies WHERE memory_id = $1",
         "DELETE FROM memories WHERE memory_id = $1",

@@ -317,3 +317,28 @@ async fn metadata_filters_apply_to_listing_and_retrieval_on_indexed_keys_only() 
         assert!(refused.to_string().contains("indexedKeys"), "{refused}");
     }
 }
+
+#[tokio::test]
+async fn deleting_a_memory_takes_its_records_and_their_index_entries() {
+    use berth_store::sqlx;
+    for test in stores(Arc::new(SystemClock)).await {
+        let (memory, worker) = common::service(&test.store);
+        let memory_id = memory_with_facts(&memory, &worker).await;
+        let input = serde_json::from_value(json!({"memoryId": memory_id})).unwrap();
+        memory.delete_memory(&caller("123456789012"), input).await.unwrap();
+        worker.run_due().await.unwrap();
+        let count = |sql: &'static str| {
+            let store = test.store.clone();
+            async move {
+                let row = sqlx::query(sql).fetch_one(store.reader()).await.unwrap();
+                sqlx::Row::try_get::<i64, _>(&row, 0).unwrap()
+            }
+        };
+        assert_eq!(count("SELECT COUNT(*) FROM memory_records").await, 0);
+        if test.store.backend() == berth_store::Backend::Sqlite {
+            // Through the index itself: a stale entry would still match.
+            let matches = "SELECT COUNT(*) FROM memory_records_fts WHERE memory_records_fts MATCH 'ana OR bo OR tea'";
+            assert_eq!(count(matches).await, 0);
+        }
+    }
+}
