@@ -22,6 +22,7 @@ const RRF_K: f64 = 60.0;
 /// How many candidates each retriever contributes per record asked for.
 const CANDIDATES_PER_RESULT: usize = 4;
 const DEFAULT_TOP_K: usize = 10;
+const DAY_MILLIS: i64 = 86_400_000;
 /// Candidates each retriever contributes when metadata filters will thin them out.
 const FILTERED_CANDIDATES: usize = 1000;
 /// Rows ListMemoryRecords reads at a time while it filters by metadata.
@@ -254,9 +255,9 @@ impl MemoryService {
         input: BatchCreateMemoryRecordsInput,
     ) -> Result<BatchRecordsOutput> {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
-        refuse_record_expiry(input.record_expiry_specification.as_ref())?;
-        let strategies = self.strategy_ids(&memory.memory_id).await?;
         let now = self.store().now();
+        let expires_at = expiry(input.record_expiry_specification.as_ref(), now)?.flatten();
+        let strategies = self.strategy_ids(&memory.memory_id).await?;
         let (mut rows, mut failed) = (Vec::new(), Vec::new());
         for record in input.records {
             // `mem-` and a UUID: 40 characters, as AWS's record ids are.
@@ -295,7 +296,7 @@ impl MemoryService {
                     record_time: time.millis(),
                     created_at: now,
                     updated_at: now,
-                    expires_at: None,
+                    expires_at,
                 },
             ));
         }
@@ -360,7 +361,7 @@ impl MemoryService {
         input: BatchUpdateMemoryRecordsInput,
     ) -> Result<BatchRecordsOutput> {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
-        refuse_record_expiry(input.record_expiry_specification.as_ref())?;
+        let new_expiry = expiry(input.record_expiry_specification.as_ref(), self.store().now())?;
         let strategies = self.strategy_ids(&memory.memory_id).await?;
         let (mut successful_records, mut failed_records) = (Vec::new(), Vec::new());
         for update in input.records {
@@ -406,6 +407,9 @@ impl MemoryService {
             }
             row.record_time = time.millis();
             row.updated_at = self.store().now();
+            if let Some(expires_at) = new_expiry {
+                row.expires_at = expires_at;
+            }
             let model = self.embedder().map(|e| e.name().to_string()).unwrap_or_default();
             let embedding = embedding.as_deref().map(|vector| (vector, model.as_str()));
             if db::update(self.store(), &row, embedding).await? {
@@ -576,6 +580,11 @@ impl MemoryService {
         })
     }
 
+    /// Deletes records whose `recordExpirySpecification` has run out. Returns how many went.
+    pub async fn sweep_expired_records(&self) -> Result<u64> {
+        Ok(db::sweep_expired(self.store(), self.store().now()).await?)
+    }
+
     /// Embeds with the configured embedder; `None` when there is none.
     async fn embed(&self, texts: Vec<String>) -> Result<Option<Vec<Vec<f32>>>> {
         match self.embedder() {
@@ -589,16 +598,23 @@ impl MemoryService {
     }
 }
 
-/// Record expiry comes with the extraction pipeline's sweeper; until then it is refused rather
-/// than ignored.
-fn refuse_record_expiry(specification: Option<&Value>) -> Result<()> {
-    match specification {
-        Some(_) => Err(MemoryError::invalid(
-            "recordExpirySpecification",
-            "record expiry is not supported by this Berth yet",
-        )),
-        None => Ok(()),
+/// What `recordExpirySpecification` asks of the records it comes with: `None` to leave their
+/// expiry as it is, `Some(None)` for none (`action: REMOVE`), `Some(Some(t))` to expire at `t`
+/// (`recordExpiryDurationDays` from now; the model requires at least 31).
+fn expiry(specification: Option<&Value>, now: i64) -> Result<Option<Option<i64>>> {
+    let Some(specification) = specification else {
+        return Ok(None);
+    };
+    if let Some(days) = specification.get("recordExpiryDurationDays").and_then(Value::as_i64) {
+        return Ok(Some(Some(now.saturating_add(days.saturating_mul(DAY_MILLIS)))));
     }
+    if specification.get("action").and_then(Value::as_str) == Some("REMOVE") {
+        return Ok(Some(None));
+    }
+    Err(MemoryError::invalid(
+        "recordExpirySpecification",
+        "give recordExpiryDurationDays or action REMOVE",
+    ))
 }
 
 /// A record's metadata map, parsed.

@@ -342,3 +342,70 @@ async fn deleting_a_memory_takes_its_records_and_their_index_entries() {
         }
     }
 }
+
+#[tokio::test]
+async fn records_expire_as_their_expiry_specification_says() {
+    use berth_core::{ManualClock, Timestamp};
+    const DAY: i64 = 86_400_000;
+    let clock = ManualClock::new(Timestamp(1_800_000_000_000));
+    for test in stores(Arc::new(clock.clone())).await {
+        clock.set(Timestamp(1_800_000_000_000));
+        let (memory, worker) = common::service(&test.store);
+        let account = caller("123456789012");
+        let memory_id = active_memory(&memory, &worker, &account, "expiring").await;
+        let create = |id: &str, expiry: serde_json::Value| {
+            serde_json::from_value::<BatchCreateMemoryRecordsInput>(json!({
+                "memoryId": memory_id, "recordExpirySpecification": expiry,
+                "records": [{"requestIdentifier": id, "namespaces": ["/n/"], "content": {"text": id}, "timestamp": 1.0}]
+            }))
+            .unwrap()
+        };
+        let short = memory
+            .batch_create_memory_records(&account, create("short", json!({"recordExpiryDurationDays": 31})))
+            .await
+            .unwrap();
+        let kept = memory
+            .batch_create_memory_records(&account, create("kept", json!({"recordExpiryDurationDays": 31})))
+            .await
+            .unwrap();
+        let short_id = short.successful_records[0].memory_record_id.clone();
+        let kept_id = kept.successful_records[0].memory_record_id.clone();
+        let key = |id: &str| {
+            serde_json::from_value::<RecordKeyInput>(json!({"memoryId": memory_id, "memoryRecordId": id})).unwrap()
+        };
+        let record = memory
+            .get_memory_record(&account, key(&short_id))
+            .await
+            .unwrap()
+            .memory_record;
+        assert_eq!(record.expires_at, Some(1_800_000_000.0 + 31.0 * 86_400.0));
+        // `action: REMOVE` takes the expiry away.
+        let update = serde_json::from_value(
+            json!({"memoryId": memory_id, "recordExpirySpecification": {"action": "REMOVE"},
+            "records": [{"memoryRecordId": kept_id, "timestamp": 1.0}]}),
+        )
+        .unwrap();
+        memory.batch_update_memory_records(&account, update).await.unwrap();
+
+        clock.advance(32 * DAY);
+        assert!(
+            memory.get_memory_record(&account, key(&short_id)).await.is_err(),
+            "expired records are not read"
+        );
+        let listed = memory
+            .list_memory_records(
+                &account,
+                serde_json::from_value(json!({"memoryId": memory_id, "namespace": "/n/"})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let ids: Vec<_> = listed
+            .memory_record_summaries
+            .iter()
+            .map(|r| r.memory_record_id.clone())
+            .collect();
+        assert_eq!(ids, [kept_id.clone()]);
+        assert_eq!(memory.sweep_expired_records().await.unwrap(), 1);
+        assert!(memory.get_memory_record(&account, key(&kept_id)).await.is_ok());
+    }
+}

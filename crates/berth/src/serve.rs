@@ -187,6 +187,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Ok(n) => tracing::info!(events = n, "expired events deleted"),
                 Err(error) => tracing::warn!(%error, "event expiry sweep failed"),
             }
+            match memory.sweep_expired_records().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, "expired memory records deleted"),
+                Err(error) => tracing::warn!(%error, "memory record expiry sweep failed"),
+            }
             if let Err(error) = sweeper_store.idempotency_sweep().await {
                 tracing::warn!(%error, "client token sweep failed");
             }

@@ -133,7 +133,7 @@ pub async fn update(store: &Store, r: &RecordRow, embedding: Option<(&[f32], &st
     let mut tx = store.begin().await?;
     let done = sqlx::query(
         "UPDATE memory_records SET strategy_id = $1, namespace = $2, content = $3, metadata = $4, record_time = $5, \
-         updated_at = $6 WHERE memory_id = $7 AND record_id = $8",
+         updated_at = $6, expires_at = $7 WHERE memory_id = $8 AND record_id = $9",
     )
     .bind(&r.strategy_id)
     .bind(&r.namespace)
@@ -141,6 +141,7 @@ pub async fn update(store: &Store, r: &RecordRow, embedding: Option<(&[f32], &st
     .bind(&r.metadata)
     .bind(r.record_time)
     .bind(r.updated_at)
+    .bind(r.expires_at)
     .bind(&r.memory_id)
     .bind(&r.record_id)
     .execute(&mut *tx)
@@ -155,6 +156,17 @@ pub async fn update(store: &Store, r: &RecordRow, embedding: Option<(&[f32], &st
     }
     tx.commit().await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Deletes records whose expiry has passed. Returns how many went.
+pub async fn sweep_expired(store: &Store, now: i64) -> Result<u64> {
+    let mut tx = store.begin().await?;
+    let done = sqlx::query("DELETE FROM memory_records WHERE expires_at IS NOT NULL AND expires_at <= $1")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
 }
 
 pub async fn get(store: &Store, memory_id: &str, record_id: &str) -> Result<Option<RecordRow>> {
