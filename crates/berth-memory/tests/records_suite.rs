@@ -404,7 +404,7 @@ async fn records_expire_as_their_expiry_specification_says() {
             .iter()
             .map(|r| r.memory_record_id.clone())
             .collect();
-        assert_eq!(ids, [kept_id.clone()]);
+        assert_eq!(ids, std::slice::from_ref(&kept_id));
         assert_eq!(memory.sweep_expired_records().await.unwrap(), 1);
         assert!(memory.get_memory_record(&account, key(&kept_id)).await.is_ok());
     }
