@@ -43,12 +43,18 @@ def postgres_database():
 class Server:
     """A running Berth server and the environment that points clients at it."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, config=None):
+        """`config` is the text of a config file (TOML) to start with."""
         self.backend = backend
         self.data_dir = tempfile.mkdtemp(prefix="berth-conformance-")
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         args = [BINARY, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir]
+        if config is not None:
+            path = os.path.join(self.data_dir, "berth.toml")
+            with open(path, "w") as f:
+                f.write(config)
+            args += ["--config", path]
         if backend == "postgres":
             args += ["--database-url", postgres_database()]
         if MODELS:
@@ -104,7 +110,11 @@ class Server:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def berth(request):
-    server = Server(request.param)
+    yield from serving(Server(request.param))
+
+
+def serving(server):
+    """Points boto3 and the SDK at `server` while the caller's fixture lasts, then stops it."""
     saved = {k: os.environ.get(k) for k in list(server.environ()) + ["AWS_SESSION_TOKEN", "AWS_PROFILE"]}
     os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ.pop("AWS_PROFILE", None)

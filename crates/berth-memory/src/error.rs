@@ -11,6 +11,8 @@ pub enum MemoryError {
     EventNotFound(String),
     #[error("memory record `{0}` not found")]
     RecordNotFound(String),
+    #[error("extraction job `{0}` not found (only failed extractions are jobs)")]
+    JobNotFound(String),
     #[error("the embedding model failed: {0}")]
     Model(String),
     #[error("memory with name `{0}` already exists")]
@@ -37,9 +39,10 @@ impl MemoryError {
 impl ApiError for MemoryError {
     fn kind(&self) -> ErrorKind {
         match self {
-            MemoryError::MemoryNotFound(_) | MemoryError::EventNotFound(_) | MemoryError::RecordNotFound(_) => {
-                ErrorKind::NotFound
-            }
+            MemoryError::MemoryNotFound(_)
+            | MemoryError::EventNotFound(_)
+            | MemoryError::RecordNotFound(_)
+            | MemoryError::JobNotFound(_) => ErrorKind::NotFound,
             MemoryError::Model(_) => ErrorKind::Internal,
             MemoryError::NameTaken(_) => ErrorKind::Validation {
                 reason: ErrorKind::REASON_RESOURCE_CONFLICT,

@@ -8,11 +8,14 @@
 //!   events older than the memory's `eventExpiryDuration`.
 //! * Data plane, long-term records ([`records`]): written directly, read, listed, deleted and
 //!   retrieved by hybrid full-text and embedding search.
+//! * Long-term extraction ([`extraction`]): strategies run a chat model over new conversational
+//!   events and consolidate what it extracts into records; failed extractions are jobs.
 //!
 //! This crate knows nothing about HTTP: the server hands it validated, typed inputs and a
 //! [`berth_core::Caller`].
 
 pub mod error;
+pub mod extraction;
 pub mod model;
 pub mod record_filters;
 pub mod records;
@@ -21,4 +24,5 @@ pub mod store;
 pub mod strategies;
 
 pub use error::MemoryError;
+pub use extraction::ExtractionSettings;
 pub use service::MemoryService;

@@ -586,7 +586,7 @@ impl MemoryService {
     }
 
     /// Embeds with the configured embedder; `None` when there is none.
-    async fn embed(&self, texts: Vec<String>) -> Result<Option<Vec<Vec<f32>>>> {
+    pub(crate) async fn embed(&self, texts: Vec<String>) -> Result<Option<Vec<Vec<f32>>>> {
         match self.embedder() {
             Some(embedder) if !texts.is_empty() => embedder
                 .embed(texts)

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use berth_core::{Arn, Caller, PageToken, Timestamp, ids};
-use berth_models::Embedder;
+use berth_models::{Embedder, Models};
 use berth_store::jobs::{self, JobHandler, Notify, Worker};
 use berth_store::{Store, StoreError};
 use parking_lot::Mutex;
@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::error::{MemoryError, Result};
+use crate::extraction::ExtractionSettings;
 use crate::model::*;
 use crate::store::{self as db, BranchScope, EventQuery, EventRow, MemoryRow, MetadataCondition, StrategyRow};
 use crate::strategies;
@@ -36,11 +37,23 @@ pub struct MemoryService {
     /// Sessions this process has seen recorded, so CreateEvent skips re-recording them. Entries
     /// never go stale: session rows are only removed with their memory, whose id is never reused.
     known_sessions: Arc<Mutex<HashSet<(String, String, String)>>>,
-    /// Memories recently read for data-plane calls, with when they were read (see
-    /// `cached_memory`).
-    memories: Arc<Mutex<HashMap<String, (MemoryRow, i64)>>>,
-    /// Embeds long-term records for dense retrieval; without one, retrieval is lexical only.
-    embedder: Option<Arc<dyn Embedder>>,
+    /// Memories recently read for data-plane calls (see `cached_memory`).
+    memories: Arc<Mutex<HashMap<String, CachedMemory>>>,
+    /// The embedder of long-term records (without one, retrieval is lexical only) and the
+    /// chat models extraction uses.
+    models: Models,
+    extraction: ExtractionSettings,
+    /// Wakes the extractor when an event waits for extraction.
+    extractor_wake: Arc<Notify>,
+}
+
+/// A memory as the data plane last read it.
+#[derive(Clone)]
+struct CachedMemory {
+    row: MemoryRow,
+    read_at: i64,
+    /// Whether any of its strategies extracts records from events.
+    extracting: bool,
 }
 
 /// How long a data-plane call may use a memory read earlier.
@@ -67,18 +80,47 @@ impl MemoryService {
             wake_worker: None,
             known_sessions: Arc::new(Mutex::new(HashSet::new())),
             memories: Arc::new(Mutex::new(HashMap::new())),
-            embedder: None,
+            models: Models::default(),
+            extraction: ExtractionSettings::default(),
+            extractor_wake: Arc::new(Notify::new()),
         }
     }
 
     /// Embeds long-term records with `embedder` from now on.
     pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
-        self.embedder = Some(embedder);
+        self.models.embedder = Some(embedder);
+        self
+    }
+
+    /// Uses these models for embedding and extraction.
+    pub fn with_models(mut self, models: Models) -> Self {
+        self.models = models;
+        self
+    }
+
+    pub fn with_extraction_settings(mut self, settings: ExtractionSettings) -> Self {
+        self.extraction = settings;
         self
     }
 
     pub(crate) fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
-        self.embedder.as_ref()
+        self.models.embedder.as_ref()
+    }
+
+    pub(crate) fn models(&self) -> &Models {
+        &self.models
+    }
+
+    pub(crate) fn extraction_settings(&self) -> &ExtractionSettings {
+        &self.extraction
+    }
+
+    pub(crate) fn extractor_wake(&self) -> Arc<Notify> {
+        self.extractor_wake.clone()
+    }
+
+    pub(crate) fn wake_extractor(&self) {
+        self.extractor_wake.notify_one();
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -152,21 +194,54 @@ impl MemoryService {
     /// process forgets a memory as soon as it changes it; a change made by another node that
     /// shares the database is seen within the cache window.
     async fn cached_memory(&self, memory_id: &str) -> Result<Option<MemoryRow>> {
+        Ok(self.cached(memory_id).await?.map(|cached| cached.row))
+    }
+
+    async fn cached(&self, memory_id: &str) -> Result<Option<CachedMemory>> {
         let now = self.store.now();
-        if let Some((row, read_at)) = self.memories.lock().get(memory_id)
-            && now - read_at < MEMORY_CACHE_MILLIS
+        if let Some(cached) = self.memories.lock().get(memory_id)
+            && now - cached.read_at < MEMORY_CACHE_MILLIS
         {
-            return Ok(Some(row.clone()));
+            return Ok(Some(cached.clone()));
         }
-        let row = db::memory(self.store.reader(), memory_id).await?;
-        if let Some(row) = &row {
-            let mut memories = self.memories.lock();
-            if memories.len() >= MEMORY_CACHE_LIMIT {
-                memories.clear();
-            }
-            memories.insert(memory_id.to_string(), (row.clone(), now));
+        let Some(row) = db::memory(self.store.reader(), memory_id).await? else {
+            return Ok(None);
+        };
+        let strategies = db::strategies(self.store.reader(), memory_id).await?;
+        let cached = CachedMemory {
+            row,
+            read_at: now,
+            extracting: strategies
+                .iter()
+                .any(|s| s.status != DELETING && crate::extraction::extracts(s)),
+        };
+        let mut memories = self.memories.lock();
+        if memories.len() >= MEMORY_CACHE_LIMIT {
+            memories.clear();
         }
-        Ok(row)
+        memories.insert(memory_id.to_string(), cached.clone());
+        Ok(Some(cached))
+    }
+
+    /// Whether an event waits for extraction, and with which namespace variables (checked
+    /// against the memory's `namespaceKeys`).
+    async fn pending_extraction(&self, memory: &MemoryRow, input: &CreateEventInput) -> Result<Option<Option<String>>> {
+        let conversational = input.payload.iter().any(|item| item.get("conversational").is_some());
+        if input.extraction_mode.as_deref() == Some("SKIP") || !conversational {
+            return Ok(None);
+        }
+        if !self.cached(&memory.memory_id).await?.is_some_and(|c| c.extracting) {
+            return Ok(None);
+        }
+        let Some(variables) = input
+            .extraction_config
+            .as_ref()
+            .and_then(|c| c.get("namespaceVariables"))
+        else {
+            return Ok(Some(None));
+        };
+        crate::extraction::check_namespace_variables(&memory.attributes, variables)?;
+        Ok(Some(Some(variables.to_string())))
     }
 
     /// Drops a memory from the data-plane cache after this process changed it.
@@ -610,6 +685,7 @@ impl MemoryService {
         let event_time = Timestamp::from_epoch_seconds(input.event_timestamp).ok_or_else(|| {
             MemoryError::invalid("eventTimestamp", "eventTimestamp must be a time between 1970 and 9999")
         })?;
+        let extraction = self.pending_extraction(&memory, &input).await?;
         let session_id = input.session_id.unwrap_or_else(|| ids::random_alphanumeric(32));
         // Every check reads before the write, so the write itself only fails on I/O.
         let (branch_name, root_event_id) = self
@@ -627,19 +703,24 @@ impl MemoryService {
             payload: Value::Array(input.payload).to_string(),
             metadata: input.metadata.map(|m| serde_json::to_string(&m).unwrap_or_default()),
         };
+        let waits_for_extraction = extraction.is_some();
         let (stored, now) = (row.clone(), self.store.now());
         let session_key = (row.memory_id.clone(), row.actor_id.clone(), row.session_id.clone());
         let new_session = !self.known_sessions.lock().contains(&session_key);
         self.store
             .write(move |conn| {
                 let row = stored.clone();
+                let extraction = extraction.clone();
                 Box::pin(async move {
-                    db::insert_event(conn, &row, new_session, now)
+                    db::insert_event(conn, &row, new_session, now, extraction.as_ref().map(|v| v.as_deref()))
                         .await
                         .map_err(MemoryError::from)
                 })
             })
             .await?;
+        if waits_for_extraction {
+            self.wake_extractor();
+        }
         if new_session {
             let mut known = self.known_sessions.lock();
             if known.len() >= KNOWN_SESSIONS_LIMIT {

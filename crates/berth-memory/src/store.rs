@@ -1,5 +1,6 @@
 //! Memory's tables. Portable SQL (see `berth_store`): it runs unchanged on SQLite and PostgreSQL.
 
+pub mod extraction;
 pub mod records;
 
 use berth_store::sqlx::{self, Any, AnyConnection, Executor, Row, any::AnyRow};
@@ -250,12 +251,23 @@ pub async fn delete_memory(tx: &mut Tx, memory_id: &str, arn: &str) -> Result<()
 
 // ---- events --------------------------------------------------------------------------------
 
+/// How an event waits for long-term extraction: `None` when it does not (no extracting
+/// strategy, `extractionMode: SKIP`, nothing conversational), else its namespace variables.
+pub type PendingExtraction<'a> = Option<Option<&'a str>>;
+
 /// Inserts an event and, when `new_session` says the session may not be recorded yet, records
 /// its session. Metadata stays in the event's JSON `metadata` column; filters read it there.
-pub async fn insert_event(tx: &mut Tx, e: &EventRow, new_session: bool, now: i64) -> Result<()> {
+pub async fn insert_event(
+    tx: &mut Tx,
+    e: &EventRow,
+    new_session: bool,
+    now: i64,
+    extraction: PendingExtraction<'_>,
+) -> Result<()> {
     sqlx::query(
-        "INSERT INTO memory_events (memory_id, actor_id, session_id, event_id, event_time, branch_name, root_event_id, payload, metadata, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO memory_events (memory_id, actor_id, session_id, event_id, event_time, branch_name, root_event_id, payload, metadata, created_at, \
+         extraction_pending, namespace_variables) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&e.memory_id)
     .bind(&e.actor_id)
@@ -267,6 +279,8 @@ pub async fn insert_event(tx: &mut Tx, e: &EventRow, new_session: bool, now: i64
     .bind(&e.payload)
     .bind(&e.metadata)
     .bind(now)
+    .bind(i64::from(extraction.is_some()))
+    .bind(extraction.flatten())
     .execute(&mut *tx)
     .await?;
     if new_session {

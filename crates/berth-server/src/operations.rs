@@ -147,6 +147,21 @@ impl Registry {
         );
         operation!(table, Data, "ListMemoryRecords", memory, list_memory_records);
         operation!(table, Data, "RetrieveMemoryRecords", memory, retrieve_memory_records);
+        operation!(
+            table,
+            Data,
+            "StartMemoryExtractionJob",
+            memory,
+            start_memory_extraction_job
+        );
+        operation!(
+            table,
+            Data,
+            "ListMemoryExtractionJobs",
+            memory,
+            list_memory_extraction_jobs
+        );
+        operation!(table, Data, "IngestData", memory, ingest_data);
 
         if let Some(runtime) = &services.runtime {
             value_operation!(table, Control, "CreateAgentRuntime", runtime, create_agent_runtime);

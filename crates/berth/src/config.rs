@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use berth_server::AccessKey;
@@ -26,6 +27,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub runtime: RuntimeFile,
     #[serde(default)]
+    pub models: berth_models::ModelsConfig,
+    #[serde(default)]
     pub access_keys: Vec<AccessKey>,
 }
 
@@ -40,6 +43,14 @@ pub struct LimitsFile {
 #[serde(deny_unknown_fields)]
 pub struct MemoryFile {
     pub expiry_sweep_seconds: Option<u64>,
+    /// How long a session's newest event waits before extraction, batching the turns that
+    /// arrive together (default 2000).
+    pub extraction_delay_ms: Option<u64>,
+    /// The wait before a failed extraction's first retry; it doubles for each later one
+    /// (default 30).
+    pub extraction_retry_seconds: Option<u64>,
+    /// Attempts before a failed extraction waits for StartMemoryExtractionJob (default 3).
+    pub extraction_max_attempts: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +177,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_clock_skew_seconds: i64,
     pub expiry_sweep_seconds: u64,
+    pub extraction: berth_memory::ExtractionSettings,
+    pub models: berth_models::ModelsConfig,
     pub access_keys: Vec<AccessKey>,
     pub runtime: RuntimeConfig,
 }
@@ -263,6 +276,28 @@ impl Config {
         if expiry_sweep_seconds == 0 {
             bail!("memory.expiry_sweep_seconds: must be at least 1");
         }
+        let defaults = berth_memory::ExtractionSettings::default();
+        let extraction = berth_memory::ExtractionSettings {
+            batch_delay: file
+                .memory
+                .extraction_delay_ms
+                .map_or(defaults.batch_delay, Duration::from_millis),
+            retry_delay: file
+                .memory
+                .extraction_retry_seconds
+                .map_or(defaults.retry_delay, Duration::from_secs),
+            max_attempts: file.memory.extraction_max_attempts.unwrap_or(defaults.max_attempts),
+            ..defaults
+        };
+        if extraction.batch_delay > Duration::from_secs(3600) {
+            bail!("memory.extraction_delay_ms: must be at most 3600000");
+        }
+        if extraction.retry_delay.is_zero() || extraction.retry_delay > Duration::from_secs(86_400) {
+            bail!("memory.extraction_retry_seconds: must be between 1 and 86400");
+        }
+        if !(1..=20).contains(&extraction.max_attempts) {
+            bail!("memory.extraction_max_attempts: must be between 1 and 20");
+        }
         for (i, key) in file.access_keys.iter().enumerate() {
             if key.access_key_id.len() < 16 || key.secret_access_key.len() < 16 {
                 bail!("access_keys[{i}]: access_key_id and secret_access_key must be at least 16 characters");
@@ -281,6 +316,8 @@ impl Config {
             max_body_bytes,
             max_clock_skew_seconds,
             expiry_sweep_seconds,
+            extraction,
+            models: file.models,
             access_keys: file.access_keys,
             runtime: RuntimeConfig::from_file(file.runtime)?,
         })

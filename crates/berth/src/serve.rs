@@ -90,12 +90,16 @@ pub async fn build(config: &Config, api_address: std::net::SocketAddr) -> anyhow
         .await
         .with_context(|| format!("opening database {}", redact(&config.database_url)))?;
     let mut worker = Worker::new(store.clone());
-    let mut memory = MemoryService::new(store.clone(), &config.region);
-    let minilm = config.models_dir.join(berth_models::MINILM_DIR);
-    match berth_models::MiniLm::load(&minilm) {
-        Ok(embedder) => memory = memory.with_embedder(Arc::new(embedder)),
-        Err(error) => tracing::warn!(%error, "memory records are retrieved by full-text search only"),
+    let models = berth_models::providers::build(&config.models, &config.models_dir).map_err(anyhow::Error::msg)?;
+    if let Some(reason) = &models.embedder_missing {
+        tracing::warn!(%reason, "no embedder: memory records are retrieved by full-text search only");
     }
+    if let Some(reason) = &models.chat_missing {
+        tracing::warn!(%reason, "no chat model: memory strategies will not extract records (their jobs fail visibly)");
+    }
+    let mut memory = MemoryService::new(store.clone(), &config.region)
+        .with_models(models)
+        .with_extraction_settings(config.extraction.clone());
     memory.attach_worker(&mut worker);
     let runtime_config = &config.runtime;
     let session_settings = SessionSettings {
@@ -172,6 +176,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(worker.run(stopped(stop_rx.clone())));
+    tasks.spawn(memory.clone().run_extractor(stopped(stop_rx.clone())));
     let sweep_every = Duration::from_secs(config.expiry_sweep_seconds);
     let sweeper_store = store.clone();
     let mut sweeper_stop = stop_rx.clone();

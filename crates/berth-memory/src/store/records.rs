@@ -80,7 +80,10 @@ impl Scope {
             values.push(strategy.clone());
             sql.push_str(&format!(" AND r.strategy_id = ${}", first + values.len() - 1));
         }
-        sql.push_str(&format!(" AND (r.expires_at IS NULL OR r.expires_at > {})", self.now));
+        sql.push_str(&format!(
+            " AND r.superseded_by IS NULL AND (r.expires_at IS NULL OR r.expires_at > {})",
+            self.now
+        ));
         (sql, values)
     }
 }
@@ -103,11 +106,24 @@ fn record(row: &AnyRow) -> Result<RecordRow> {
 /// Stores records with their embeddings (`None` where no embedder ran), all or none.
 pub async fn insert(store: &Store, records: &[(RecordRow, Option<Vec<f32>>)], model: Option<&str>) -> Result<()> {
     let mut tx = store.begin().await?;
+    insert_in(&mut tx, records, model, None).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`insert`] inside the caller's transaction; `sources` is the JSON array of the events the
+/// records came from, for extracted records.
+pub async fn insert_in(
+    tx: &mut super::Tx,
+    records: &[(RecordRow, Option<Vec<f32>>)],
+    model: Option<&str>,
+    sources: Option<&str>,
+) -> Result<()> {
     for (r, embedding) in records {
         sqlx::query(
             "INSERT INTO memory_records (record_id, memory_id, strategy_id, namespace, content, metadata, record_time, \
-             created_at, updated_at, expires_at, embedding, embedding_model) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             created_at, updated_at, expires_at, embedding, embedding_model, source_event_ids) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&r.record_id)
         .bind(&r.memory_id)
@@ -121,10 +137,10 @@ pub async fn insert(store: &Store, records: &[(RecordRow, Option<Vec<f32>>)], mo
         .bind(r.expires_at)
         .bind(embedding.as_deref().map(vector_bytes))
         .bind(embedding.as_ref().and(model))
+        .bind(sources)
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
