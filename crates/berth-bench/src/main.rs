@@ -208,7 +208,7 @@ async fn raw_store(store: &Store, memory_id: &str, clients: usize, total: usize)
                 store
                     .write(move |conn| {
                         let row = row.clone();
-                        Box::pin(async move { db::insert_event(conn, &row, i == 0, now).await })
+                        Box::pin(async move { db::insert_event(conn, &row, i == 0, now, None).await })
                     })
                     .await?;
                 latencies.push(t.elapsed());

@@ -181,6 +181,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// A record consolidation may compare a candidate with.
+struct Known {
+    id: String,
+    content: String,
+    vector: Vec<f32>,
+}
+
 /// What one run of extraction writes.
 #[derive(Default)]
 struct Outcome {
@@ -462,11 +469,17 @@ impl MemoryService {
         let models = self.models();
         let step = strategy::step_model(models, &plan.extraction)?;
         let conversation = transcript(&run.turns);
+        let user_text: String = run
+            .turns
+            .iter()
+            .filter(|t| t.role == "USER")
+            .map(|t| format!("{}\n", t.text))
+            .collect();
         let mut outcome = Outcome::default();
         let stored_error = |e: berth_store::StoreError| format!("reading stored records: {e}");
         match plan.pipeline {
             Pipeline::Semantic | Pipeline::UserPreference => {
-                let candidates = strategy::extract(&step, plan, &conversation, None).await?;
+                let candidates = strategy::extract(&step, plan, &conversation, &user_text, None).await?;
                 let consolidation = strategy::step_model(models, &plan.consolidation)?;
                 self.consolidate(
                     plan,
@@ -488,6 +501,7 @@ impl MemoryService {
                     &step,
                     plan,
                     &conversation,
+                    &user_text,
                     previous.as_ref().map(|r| r.content.as_str()),
                 )
                 .await?;
@@ -500,7 +514,7 @@ impl MemoryService {
                 }
             }
             Pipeline::Episodic => {
-                let episodes = strategy::extract(&step, plan, &conversation, None).await?;
+                let episodes = strategy::extract(&step, plan, &conversation, &user_text, None).await?;
                 let Some(episode) = episodes.into_iter().next() else {
                     return Ok(outcome);
                 };
@@ -567,8 +581,8 @@ impl MemoryService {
             .embed(candidates.clone())
             .await
             .map_err(|e| format!("embedding: {e}"))?;
-        // Stored records with vectors, plus those this run adds, as (id, content, vector).
-        let mut known: Vec<(String, String, Vec<f32>)> = Vec::new();
+        // Stored records with vectors, plus those this run adds.
+        let mut known: Vec<Known> = Vec::new();
         if let (Some(_), Some(embedder)) = (&vectors, self.embedder()) {
             let stored = rdb::vectors(self.store(), &scope, embedder.name())
                 .await
@@ -579,7 +593,11 @@ impl MemoryService {
                 .map_err(|e| e.to_string())?;
             for (id, vector) in stored {
                 if let Some(row) = contents.iter().find(|r| r.record_id == id) {
-                    known.push((id, row.content.clone(), vector));
+                    known.push(Known {
+                        id,
+                        content: row.content.clone(),
+                        vector,
+                    });
                 }
             }
         }
@@ -587,16 +605,16 @@ impl MemoryService {
         for (i, candidate) in candidates.into_iter().enumerate() {
             let neighbours: Vec<(String, String)> = match &vectors {
                 Some(vectors) => {
-                    let mut scored: Vec<(f32, &(String, String, Vec<f32>))> = known
+                    let mut scored: Vec<(f32, &Known)> = known
                         .iter()
-                        .map(|k| (dot(&vectors[i], &k.2), k))
+                        .map(|k| (dot(&vectors[i], &k.vector), k))
                         .filter(|(s, _)| *s >= NEIGHBOUR_SIMILARITY)
                         .collect();
                     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
                     scored
                         .into_iter()
                         .take(NEIGHBOURS)
-                        .map(|(_, k)| (k.0.clone(), k.1.clone()))
+                        .map(|(_, k)| (k.id.clone(), k.content.clone()))
                         .collect()
                 }
                 None => {
@@ -668,7 +686,11 @@ impl MemoryService {
                 }
             }
             if let Some(vectors) = &vectors {
-                known.push((record.record_id.clone(), record.content.clone(), vectors[i].clone()));
+                known.push(Known {
+                    id: record.record_id.clone(),
+                    content: record.content.clone(),
+                    vector: vectors[i].clone(),
+                });
             }
             added.push(outcome.records.len());
             outcome.records.push(record);

@@ -193,18 +193,39 @@ pub async fn ask(
         .map_err(|e| format!("{}: {e}", step.model.name()))
 }
 
+// Each prompt carries one worked example: small models (the embedded 135M one above all) copy
+// the shape of an example far better than they follow a description, and large ones lose
+// nothing by it. Extracted facts must share a word with what the user said (`grounded`), so a
+// model that copies the example's facts instead of extracting adds nothing.
+
 const SEMANTIC_PROMPT: &str = "You extract long-term memories from a conversation between a user and an assistant. \
-Write each fact the user stated or revealed about themselves, their life, work, plans, or the world as a short \
-standalone sentence (for example: \"The user lives in Lisbon.\"). Leave out greetings, questions, and anything only \
-the assistant said. Return an empty list when there is nothing worth remembering.";
+Write each fact the user stated about themselves, their life, work, plans, or the world as a short standalone \
+sentence. Leave out greetings, questions, and what only the assistant said. Answer an empty list when there is \
+nothing worth remembering.
+
+Example conversation:
+user: Hi! I just moved to Berlin for a job at a bank.
+assistant: Welcome! How do you like it?
+user: Great, and I started learning the cello.
+Example answer: {\"memories\":[\"The user moved to Berlin.\",\"The user works at a bank.\",\"The user is learning the cello.\"]}";
 
 const PREFERENCE_PROMPT: &str = "You extract the user's preferences from a conversation between a user and an \
 assistant: what they like, dislike, choose or usually do. For each, write the preference as a short sentence, \
-the context it came up in, and one to three topic categories. Return an empty list when the user showed no preference.";
+the context it came up in, and one to three topic categories. Answer an empty list when the user showed no preference.
+
+Example conversation:
+user: I always take the train, I hate flying.
+Example answer: {\"preferences\":[{\"preference\":\"The user prefers trains to planes.\",\"context\":\"Talking about travel.\",\"categories\":[\"travel\"]}]}";
 
 const SUMMARY_PROMPT: &str = "You maintain a running summary of a conversation between a user and an assistant. \
-Rewrite the summary so far to include what the new messages add: topics, decisions, facts and open questions. \
-Keep it short and factual.";
+Rewrite the summary so far to include what the new messages add: topics, decisions and facts. Keep it short and \
+factual, in the third person.
+
+Example new messages:
+user: Can you help me plan a trip to Rome in May?
+assistant: Sure! How many days?
+user: Five days, on a small budget.
+Example answer: {\"summary\":\"The user is planning a five-day trip to Rome in May on a small budget and asked the assistant for help.\"}";
 
 const EPISODE_PROMPT: &str = "You record an episode from a conversation between a user and an assistant: the \
 situation, what the user wanted, what the assistant did, and how it turned out. Be brief and factual.";
@@ -240,14 +261,32 @@ pub fn consolidation_schema() -> Value {
     })
 }
 
-/// New candidate records of one extraction call.
+/// The words of a text that say what it is about: lowercased, without stop words and short
+/// words, with a plural `s` dropped.
+pub fn content_words(text: &str) -> std::collections::HashSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .map(str::to_lowercase)
+        .filter(|w| w.chars().count() >= 3 && !crate::store::records::STOP_WORDS.contains(&w.as_str()))
+        .map(|w| w.strip_suffix('s').map(String::from).unwrap_or(w))
+        .collect()
+}
+
+/// Whether an extracted text shares a content word with what the user said.
+fn grounded(text: &str, user_words: &std::collections::HashSet<String>) -> bool {
+    let words = content_words(text);
+    words.is_empty() || words.iter().any(|w| user_words.contains(w))
+}
+
+/// New candidate records of one extraction call. `user_text` is what the user said in the run.
 pub async fn extract(
     step: &StepModel,
     plan: &Plan,
     conversation: &str,
+    user_text: &str,
     previous_summary: Option<&str>,
 ) -> Result<Vec<String>, String> {
     let how = &plan.extraction;
+    let user_words = content_words(user_text);
     let texts = |value: &Value, key: &str| -> Vec<String> {
         value
             .get(key)
@@ -271,7 +310,10 @@ pub async fn extract(
                 220,
             )
             .await?;
-            Ok(texts(&answer, "memories"))
+            Ok(texts(&answer, "memories")
+                .into_iter()
+                .filter(|t| grounded(t, &user_words))
+                .collect())
         }
         Pipeline::UserPreference => {
             let schema = json!({
@@ -400,6 +442,15 @@ pub async fn reflect(step: &StepModel, how: &Override, episodes: &[String]) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extracted_text_must_share_a_word_with_what_the_user_said() {
+        let said = content_words("I live in Lisbon and my sisters are nurses.");
+        assert!(grounded("The user lives in Lisbon.", &said));
+        assert!(grounded("The user's sister is a nurse.", &said));
+        assert!(!grounded("The user moved to Berlin.", &said));
+        assert!(!grounded("The user is learning the cello.", &said));
+    }
 
     #[test]
     fn namespaces_are_filled_and_missing_variables_named() {

@@ -232,7 +232,7 @@ pub async fn list(store: &Store, scope: &Scope, after: Option<(i64, String)>, li
 /// English words too common to say what a query is about. PostgreSQL's `english` configuration
 /// drops its own list; on SQLite they would match most records, each of which FTS5 then scores.
 #[rustfmt::skip]
-const STOP_WORDS: &[&str] = &[
+pub(crate) const STOP_WORDS: &[&str] = &[
     "a", "about", "an", "and", "any", "are", "as", "at", "be", "been", "but", "by", "can", "did", "do", "does",
     "for", "from", "had", "has", "have", "he", "her", "his", "how", "i", "if", "in", "into", "is", "it", "its",
     "me", "my", "of", "on", "or", "our", "she", "so", "that", "the", "their", "them", "there", "they", "this",
