@@ -10,6 +10,8 @@
 //! for the embedded embedder's throughput, or `berth-bench --retrieval MODELS_DIR` for
 //! RetrieveMemoryRecords latency (`retrieval.rs`).
 
+mod extraction;
+mod quality;
 mod retrieval;
 mod sandboxes;
 
@@ -64,6 +66,17 @@ struct Args {
     /// directory.
     #[arg(long)]
     retrieval: Option<std::path::PathBuf>,
+    /// Measure retrieval quality (recall@5 on a generated conversation set) instead, with the
+    /// models in this directory.
+    #[arg(long)]
+    quality: Option<std::path::PathBuf>,
+    /// The seed of the generated conversation set of --quality.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Measure the time from CreateEvent to a retrievable extracted record instead, with the
+    /// embedded models in this directory.
+    #[arg(long)]
+    extraction: Option<std::path::PathBuf>,
 }
 
 struct Stats {
@@ -371,6 +384,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(models) = &args.retrieval {
         return retrieval::run(models).await;
+    }
+    if let Some(models) = &args.quality {
+        return quality::run(models, args.seed).await;
+    }
+    if let Some(models) = &args.extraction {
+        return extraction::run(models).await;
     }
     println!("| operation | store | clients | ops/s | p50 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|---:|");

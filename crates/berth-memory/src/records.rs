@@ -538,8 +538,15 @@ impl MemoryService {
         } else {
             FILTERED_CANDIDATES
         };
-        let mut rankings = vec![db::lexical(self.store(), &scope, &criteria.search_query, candidates as i64).await?];
-        if let (Some(embedder), Some(query)) = (self.embedder(), self.embed(vec![criteria.search_query]).await?) {
+        let mode = self.retrieval_mode();
+        let mut rankings = Vec::new();
+        if mode != RetrievalMode::Dense {
+            rankings.push(db::lexical(self.store(), &scope, &criteria.search_query, candidates as i64).await?);
+        }
+        let dense = mode != RetrievalMode::Lexical;
+        if let (true, Some(embedder), Some(query)) =
+            (dense, self.embedder(), self.embed(vec![criteria.search_query]).await?)
+        {
             let query = &query[0];
             let mut nearest: Vec<(String, f32)> = db::vectors(self.store(), &scope, embedder.name())
                 .await?
@@ -596,6 +603,16 @@ impl MemoryService {
             _ => Ok(None),
         }
     }
+}
+
+/// Which rankings RetrieveMemoryRecords fuses. Hybrid is what Berth serves; the others exist to
+/// measure each half (`berth-bench --quality`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RetrievalMode {
+    #[default]
+    Hybrid,
+    Lexical,
+    Dense,
 }
 
 /// What `recordExpirySpecification` asks of the records it comes with: `None` to leave their

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::error::{MemoryError, Result};
 use crate::extraction::ExtractionSettings;
 use crate::model::*;
+use crate::records::RetrievalMode;
 use crate::store::{self as db, BranchScope, EventQuery, EventRow, MemoryRow, MetadataCondition, StrategyRow};
 use crate::strategies;
 
@@ -43,6 +44,7 @@ pub struct MemoryService {
     /// chat models extraction uses.
     models: Models,
     extraction: ExtractionSettings,
+    retrieval: RetrievalMode,
     /// Wakes the extractor when an event waits for extraction.
     extractor_wake: Arc<Notify>,
 }
@@ -82,6 +84,7 @@ impl MemoryService {
             memories: Arc::new(Mutex::new(HashMap::new())),
             models: Models::default(),
             extraction: ExtractionSettings::default(),
+            retrieval: RetrievalMode::default(),
             extractor_wake: Arc::new(Notify::new()),
         }
     }
@@ -96,6 +99,15 @@ impl MemoryService {
     pub fn with_models(mut self, models: Models) -> Self {
         self.models = models;
         self
+    }
+
+    pub fn with_retrieval_mode(mut self, mode: RetrievalMode) -> Self {
+        self.retrieval = mode;
+        self
+    }
+
+    pub(crate) fn retrieval_mode(&self) -> RetrievalMode {
+        self.retrieval
     }
 
     pub fn with_extraction_settings(mut self, settings: ExtractionSettings) -> Self {

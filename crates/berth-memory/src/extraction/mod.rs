@@ -13,7 +13,7 @@
 //! One extractor per database: on PostgreSQL shared by several Berth nodes, two extractors
 //! could process the same session at the same time (see docs/memory.md).
 
-pub(crate) mod api;
+pub mod api;
 mod strategy;
 
 use std::collections::HashSet;
