@@ -18,4 +18,8 @@ echo
 echo
 "$TARGET/release/berth-bench" --retrieval "${BERTH_MODELS_DIR:-$HOME/.cache/berth/models}"
 echo
+"$TARGET/release/berth-bench" --quality "${BERTH_MODELS_DIR:-$HOME/.cache/berth/models}"
+echo
+"$TARGET/release/berth-bench" --extraction "${BERTH_MODELS_DIR:-$HOME/.cache/berth/models}"
+echo
 "$PYTHON" tools/bench_runtime.py --berth "$TARGET/release/berth"
