@@ -118,7 +118,7 @@ pub async fn run(models: &std::path::Path) -> anyhow::Result<()> {
 
         for (label, service) in [("hybrid (query embedded)", &hybrid), ("full text only", &lexical)] {
             let mut latencies = Vec::new();
-            for round in 0..4 {
+            for round in 0..11 {
                 for query in QUERIES {
                     let input: RetrieveMemoryRecordsInput = serde_json::from_value(json!({
                         "memoryId": memory_id, "namespacePath": "/users",

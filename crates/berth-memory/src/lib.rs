@@ -22,6 +22,7 @@ pub mod records;
 pub mod service;
 pub mod store;
 pub mod strategies;
+pub mod vector_index;
 
 pub use error::MemoryError;
 pub use extraction::ExtractionSettings;

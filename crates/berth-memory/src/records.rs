@@ -7,6 +7,7 @@
 //! needs calibrating against the other).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use berth_core::{Caller, PageToken, Timestamp, ids};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,7 @@ use crate::error::{MemoryError, Result};
 use crate::record_filters;
 use crate::service::MemoryService;
 use crate::store::records::{self as db, NamespaceMatch, RecordRow, Scope};
+use crate::vector_index::{Entry, MemoryVectors};
 
 /// Reciprocal-rank fusion's constant (the value of the original paper and most engines).
 const RRF_K: f64 = 60.0;
@@ -311,7 +313,14 @@ impl MemoryService {
                 .collect(),
             None => rows.iter().map(|(_, r)| (r.clone(), None)).collect(),
         };
-        db::insert(self.store(), &stored, model.as_deref()).await?;
+        let version = db::insert(self.store(), &stored, model.as_deref()).await?;
+        self.vector_index().apply(&memory.memory_id, version, |index| {
+            for (row, vector) in &stored {
+                if let Some(vector) = vector {
+                    index.push(Entry::of(row), vector);
+                }
+            }
+        });
         let successful_records = rows
             .into_iter()
             .map(|(request_identifier, row)| MemoryRecordOutput {
@@ -345,9 +354,12 @@ impl MemoryService {
         input: RecordKeyInput,
     ) -> Result<DeleteMemoryRecordOutput> {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
-        if !db::delete(self.store(), &memory.memory_id, &input.memory_record_id).await? {
+        let Some(version) = db::delete(self.store(), &memory.memory_id, &input.memory_record_id).await? else {
             return Err(MemoryError::RecordNotFound(input.memory_record_id));
-        }
+        };
+        self.vector_index().apply(&memory.memory_id, version, |index| {
+            index.remove(&input.memory_record_id)
+        });
         Ok(DeleteMemoryRecordOutput {
             memory_record_id: input.memory_record_id,
         })
@@ -412,7 +424,10 @@ impl MemoryService {
             }
             let model = self.embedder().map(|e| e.name().to_string()).unwrap_or_default();
             let embedding = embedding.as_deref().map(|vector| (vector, model.as_str()));
-            if db::update(self.store(), &row, embedding).await? {
+            if let Some(version) = db::update(self.store(), &row, embedding).await? {
+                self.vector_index().apply(&memory.memory_id, version, |index| {
+                    index.update(Entry::of(&row), embedding.map(|(vector, _)| vector));
+                });
                 successful_records.push(MemoryRecordOutput {
                     memory_record_id: id,
                     status: "SUCCEEDED",
@@ -439,7 +454,13 @@ impl MemoryService {
         let memory = self.memory_of(caller, &input.memory_id, false).await?;
         let (mut successful_records, mut failed_records) = (Vec::new(), Vec::new());
         for record in input.records {
-            let deleted = db::delete(self.store(), &memory.memory_id, &record.memory_record_id).await?;
+            let version = db::delete(self.store(), &memory.memory_id, &record.memory_record_id).await?;
+            if let Some(version) = version {
+                self.vector_index().apply(&memory.memory_id, version, |index| {
+                    index.remove(&record.memory_record_id)
+                });
+            }
+            let deleted = version.is_some();
             let outcome = MemoryRecordOutput {
                 memory_record_id: record.memory_record_id,
                 status: if deleted { "SUCCEEDED" } else { "FAILED" },
@@ -539,26 +560,30 @@ impl MemoryService {
             FILTERED_CANDIDATES
         };
         let mode = self.retrieval_mode();
-        let mut rankings = Vec::new();
-        if mode != RetrievalMode::Dense {
-            rankings.push(db::lexical(self.store(), &scope, &criteria.search_query, candidates as i64).await?);
-        }
-        let dense = mode != RetrievalMode::Lexical;
-        if let (true, Some(embedder), Some(query)) =
-            (dense, self.embedder(), self.embed(vec![criteria.search_query]).await?)
-        {
-            let query = &query[0];
-            let mut nearest: Vec<(String, f32)> = db::vectors(self.store(), &scope, embedder.name())
-                .await?
-                .into_iter()
-                .map(|(id, vector)| {
-                    let similarity = vector.iter().zip(query).map(|(a, b)| a * b).sum();
-                    (id, similarity)
-                })
-                .collect();
-            nearest.sort_by(|a, b| b.1.total_cmp(&a.1));
-            rankings.push(nearest.into_iter().take(candidates).map(|(id, _)| id).collect());
-        }
+        // The two rankings run at once: full text waits on the database, dense search on the
+        // embedder and a scan of the memory's vectors.
+        let lexical = async {
+            if mode == RetrievalMode::Dense {
+                return Ok(None);
+            }
+            db::lexical(self.store(), &scope, &criteria.search_query, candidates as i64)
+                .await
+                .map(Some)
+                .map_err(MemoryError::from)
+        };
+        let dense = async {
+            let Some(embedder) = self.embedder().filter(|_| mode != RetrievalMode::Lexical) else {
+                return Ok(None);
+            };
+            let Some(query) = self.embed(vec![criteria.search_query.clone()]).await? else {
+                return Ok(None);
+            };
+            let vectors = self.memory_vectors(&memory.memory_id, embedder.name()).await?;
+            let nearest = vectors.nearest(&scope, &query[0], candidates);
+            Ok::<_, MemoryError>(Some(nearest.into_iter().map(|(id, _)| id).collect::<Vec<_>>()))
+        };
+        let (lexical, dense) = tokio::join!(lexical, dense);
+        let rankings: Vec<Vec<String>> = [lexical?, dense?].into_iter().flatten().collect();
         // Every candidate's row, so that metadata filters apply before topK cuts the list.
         let fused = fuse(&rankings);
         let ids: Vec<String> = fused.iter().map(|(id, _)| id.clone()).collect();
@@ -585,6 +610,25 @@ impl MemoryService {
             memory_record_summaries: ranked.into_iter().skip(offset).take(limit).collect(),
             next_token,
         })
+    }
+
+    /// The memory's embeddings of `model`, from the in-memory index when it is current.
+    pub(crate) async fn memory_vectors(&self, memory_id: &str, model: &str) -> Result<Arc<MemoryVectors>> {
+        // The version is read before the vectors: a change between the two reads leaves the
+        // entry behind its data's version, which costs a reload, never a stale answer.
+        let version = db::version(self.store(), memory_id).await?;
+        if let Some(current) = self.vector_index().current(memory_id, model, version) {
+            return Ok(current);
+        }
+        let mut vectors = MemoryVectors {
+            version,
+            model: model.to_string(),
+            ..MemoryVectors::default()
+        };
+        for (row, vector) in db::all_vectors(self.store(), memory_id, model).await? {
+            vectors.push(Entry::of(&row), &vector);
+        }
+        Ok(self.vector_index().insert(memory_id, vectors))
     }
 
     /// Deletes records whose `recordExpirySpecification` has run out. Returns how many went.

@@ -17,6 +17,7 @@ use crate::model::*;
 use crate::records::RetrievalMode;
 use crate::store::{self as db, BranchScope, EventQuery, EventRow, MemoryRow, MetadataCondition, StrategyRow};
 use crate::strategies;
+use crate::vector_index::VectorIndex;
 
 const JOB_SETTLE: &str = "memory.settle";
 const JOB_DELETE: &str = "memory.delete";
@@ -45,6 +46,8 @@ pub struct MemoryService {
     models: Models,
     extraction: ExtractionSettings,
     retrieval: RetrievalMode,
+    /// Record embeddings held in memory for dense retrieval.
+    vectors: Arc<VectorIndex>,
     /// Wakes the extractor when an event waits for extraction.
     extractor_wake: Arc<Notify>,
 }
@@ -85,6 +88,7 @@ impl MemoryService {
             models: Models::default(),
             extraction: ExtractionSettings::default(),
             retrieval: RetrievalMode::default(),
+            vectors: Arc::new(VectorIndex::default()),
             extractor_wake: Arc::new(Notify::new()),
         }
     }
@@ -104,6 +108,10 @@ impl MemoryService {
     pub fn with_retrieval_mode(mut self, mode: RetrievalMode) -> Self {
         self.retrieval = mode;
         self
+    }
+
+    pub(crate) fn vector_index(&self) -> &VectorIndex {
+        &self.vectors
     }
 
     pub(crate) fn retrieval_mode(&self) -> RetrievalMode {

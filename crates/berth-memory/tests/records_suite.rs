@@ -409,3 +409,54 @@ async fn records_expire_as_their_expiry_specification_says() {
         assert!(memory.get_memory_record(&account, key(&kept_id)).await.is_ok());
     }
 }
+
+/// Dense retrieval reads embeddings held in memory; a change made by another process sharing
+/// the database (another node) is seen at once, and this process's own changes apply in place.
+#[tokio::test]
+async fn dense_retrieval_sees_changes_from_every_process() {
+    let Some(embedder) = embedder() else {
+        eprintln!("skipped: BERTH_TEST_MODELS_DIR is not set");
+        return;
+    };
+    for test in stores(Arc::new(SystemClock)).await {
+        let (plain, worker) = common::service(&test.store);
+        let node_a = plain
+            .clone()
+            .with_retrieval_mode(RetrievalMode::Dense)
+            .with_embedder(embedder.clone());
+        let node_b = MemoryService::new(test.store.clone(), "us-east-1").with_embedder(embedder.clone());
+        let memory_id = memory_with_facts(&node_a, &worker).await;
+        let question = "Who plays a string instrument?";
+        assert_eq!(
+            retrieve(&node_a, &memory_id, question, "/users/ana").await[0],
+            "Ana's daughter is called Lucia and plays the violin."
+        );
+
+        // Node B adds a better answer; node A, which holds the embeddings, finds it.
+        let input: BatchCreateMemoryRecordsInput = serde_json::from_value(json!({"memoryId": memory_id, "records": [
+            {"requestIdentifier": "c", "namespaces": ["/users/ana/"], "content": {"text": "Ana plays the cello in a string quartet."}, "timestamp": 1.0e9}
+        ]}))
+        .unwrap();
+        let cello = node_b
+            .batch_create_memory_records(&caller("123456789012"), input)
+            .await
+            .unwrap()
+            .successful_records[0]
+            .memory_record_id
+            .clone();
+        assert_eq!(
+            retrieve(&node_a, &memory_id, question, "/users/ana").await[0],
+            "Ana plays the cello in a string quartet."
+        );
+
+        // Node A deletes it itself; its own index drops it in place.
+        let input = serde_json::from_value(json!({"memoryId": memory_id, "memoryRecordId": cello})).unwrap();
+        node_a
+            .delete_memory_record(&caller("123456789012"), input)
+            .await
+            .unwrap();
+        let found = retrieve(&node_a, &memory_id, question, "/users/ana").await;
+        assert!(!found.iter().any(|t| t.contains("cello")), "{found:?}");
+        assert_eq!(found[0], "Ana's daughter is called Lucia and plays the violin.");
+    }
+}

@@ -410,7 +410,7 @@ impl MemoryService {
         };
         let now = self.store().now();
         let mut tx = self.store().begin().await?;
-        rdb::insert_in(&mut tx, &rows, model.as_deref(), Some(&run.sources())).await?;
+        let version = rdb::insert_in(&mut tx, &rows, model.as_deref(), Some(&run.sources())).await?;
         for (old, successor) in &outcome.superseded {
             xdb::supersede(&mut tx, run.memory_id, old, successor, now).await?;
         }
@@ -422,6 +422,18 @@ impl MemoryService {
             xdb::delete_job(&mut tx, job_id).await?;
         }
         tx.commit().await.map_err(berth_store::StoreError::from)?;
+        if let Some(version) = version {
+            self.vector_index().apply(run.memory_id, version, |index| {
+                for (old, _) in &outcome.superseded {
+                    index.remove(old);
+                }
+                for (row, vector) in &rows {
+                    if let Some(vector) = vector {
+                        index.push(crate::vector_index::Entry::of(row), vector);
+                    }
+                }
+            });
+        }
         if !rows.is_empty() {
             tracing::info!(
                 memory_id = run.memory_id,
