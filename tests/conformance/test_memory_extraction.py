@@ -85,6 +85,8 @@ def flow_four(region="us-east-1"):
 
 
 def test_flow_four_with_a_model_server(provider_berth, model_server):
+    # The first test on each server: its /metrics count the requests from here on.
+    requests_before = len(model_server.chat_requests())
     client, memory, ids, facts = flow_four()
     dp = boto3.client("bedrock-agentcore")
     found = dp.retrieve_memory_records(
@@ -109,10 +111,17 @@ def test_flow_four_with_a_model_server(provider_berth, model_server):
     assert {r["memoryStrategyId"] for r in everything} == set(ids.values())
 
     # The provider client asked for the schema, with the configured model and key.
-    request = model_server.chat_requests()[0]
+    request = model_server.chat_requests()[requests_before]
     assert request["body"]["model"] == "extractor-1"
     assert request["headers"]["authorization"] == "Bearer test-key-123"
     assert request["body"]["response_format"]["type"] == "json_schema"
+
+    # Token accounting: what the provider reported, per model, on /metrics.
+    import urllib.request
+    metrics = urllib.request.urlopen(f"{provider_berth.endpoint}/metrics").read().decode()
+    calls = len(model_server.chat_requests()) - requests_before
+    assert f'berth_model_input_tokens_total{{model="local:extractor-1"}} {100 * calls}' in metrics, metrics
+    assert f'berth_model_calls_total{{model="local:extractor-1"}} {calls}' in metrics
 
     # A second session adds a fact; the summary of s-1 is unaffected.
     client.create_event(memory_id=memory["id"], actor_id="user-1", session_id="s-2",

@@ -127,6 +127,15 @@ impl MemoryService {
         self.models.embedder.as_ref()
     }
 
+    /// What each chat model has used since start: calls, failures, tokens in and out.
+    pub fn model_usage(&self) -> Vec<(String, berth_models::UsageTotals)> {
+        self.models
+            .chat_models()
+            .iter()
+            .map(|m| (m.name().to_string(), m.totals()))
+            .collect()
+    }
+
     pub(crate) fn models(&self) -> &Models {
         &self.models
     }
@@ -250,7 +259,13 @@ impl MemoryService {
         if input.extraction_mode.as_deref() == Some("SKIP") || !conversational {
             return Ok(None);
         }
-        if !self.cached(&memory.memory_id).await?.is_some_and(|c| c.extracting) {
+        // memory_of has just cached the memory; reading the flag avoids cloning it again.
+        let cached = self.memories.lock().get(&memory.memory_id).map(|c| c.extracting);
+        let extracting = match cached {
+            Some(extracting) => extracting,
+            None => self.cached(&memory.memory_id).await?.is_some_and(|c| c.extracting),
+        };
+        if !extracting {
             return Ok(None);
         }
         let Some(variables) = input

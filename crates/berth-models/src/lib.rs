@@ -70,9 +70,10 @@ pub trait Embedder: Send + Sync {
 /// The directory of the embedded embedder under a models dir.
 pub const MINILM_DIR: &str = "all-minilm-l6-v2";
 
-/// What `berth doctor` says about the embedded models in `models_dir`: each is loaded and run
-/// once.
-pub fn doctor(models_dir: &Path) -> Vec<(&'static str, Result<String, String>)> {
+/// What `berth doctor` says about the embedded models in `models_dir` it is asked about: each is
+/// loaded and run once.
+pub fn doctor(models_dir: &Path, embedder: bool, chat: bool) -> Vec<(&'static str, Result<String, String>)> {
+    let mut out = Vec::new();
     let minilm = models_dir.join(MINILM_DIR);
     let started = std::time::Instant::now();
     let status = MiniLm::load(&minilm)
@@ -86,6 +87,12 @@ pub fn doctor(models_dir: &Path) -> Vec<(&'static str, Result<String, String>)> 
             )
         })
         .map_err(|e| e.to_string());
+    if embedder {
+        out.push(("embedder", status));
+    }
+    if !chat {
+        return out;
+    }
     let smollm = models_dir.join(SMOLLM_DIR);
     let started = std::time::Instant::now();
     let request = ChatRequest {
@@ -96,7 +103,7 @@ pub fn doctor(models_dir: &Path) -> Vec<(&'static str, Result<String, String>)> 
         max_output_tokens: 12,
         model: None,
     };
-    let chat = SmolLm::load(&smollm)
+    let answer = SmolLm::load(&smollm)
         .and_then(|model| model.chat_blocking(&request))
         .map(|answer| {
             format!(
@@ -107,5 +114,6 @@ pub fn doctor(models_dir: &Path) -> Vec<(&'static str, Result<String, String>)> 
             )
         })
         .map_err(|e| e.to_string());
-    vec![("embedder", status), ("chat model", chat)]
+    out.push(("chat model", answer));
+    out
 }

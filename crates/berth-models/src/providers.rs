@@ -90,6 +90,18 @@ impl Models {
         }
     }
 
+    /// Every chat model, once each, for usage reporting.
+    pub fn chat_models(&self) -> Vec<Arc<dyn ChatModel>> {
+        let mut all: Vec<Arc<dyn ChatModel>> = self.chat.iter().cloned().collect();
+        for model in self.by_name.values() {
+            if !all.iter().any(|m| m.name() == model.name()) {
+                all.push(model.clone());
+            }
+        }
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
     /// Models with only these two, for tests and embedding programs.
     pub fn with(chat: Option<Arc<dyn ChatModel>>, embedder: Option<Arc<dyn Embedder>>) -> Models {
         Models {

@@ -1,5 +1,5 @@
 //! `GET /metrics`: Prometheus text exposition of per-session usage (the basis of consumption
-//! accounting) and live session counts.
+//! accounting), live session counts, and each chat model's calls and tokens.
 //!
 //! Written by hand: the text format is a few lines per series, and a metrics registry crate would
 //! have to be kept in sync with what `/health` already computes on demand.
@@ -91,6 +91,30 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 report.isolation,
                 (series.value)(&report.usage),
             );
+        }
+    }
+    let usage = state.inner.services.memory.model_usage();
+    let model_series: [(&str, &str, fn(&berth_models::UsageTotals) -> u64); 4] = [
+        ("berth_model_calls_total", "Chat model calls", |u| u.calls),
+        ("berth_model_failures_total", "Chat model calls that failed", |u| {
+            u.failures
+        }),
+        (
+            "berth_model_input_tokens_total",
+            "Prompt tokens, as the provider counted them",
+            |u| u.input_tokens,
+        ),
+        (
+            "berth_model_output_tokens_total",
+            "Answer tokens, as the provider counted them",
+            |u| u.output_tokens,
+        ),
+    ];
+    for (name, help, value) in model_series {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (model, totals) in &usage {
+            let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", label(model), value(totals));
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -109,6 +109,47 @@ fn sqlite_path(url: &str) -> Option<&str> {
     Some(rest.split('?').next().unwrap_or(rest))
 }
 
+/// The configured providers (not contacted: a doctor run makes no paid calls), then the
+/// embedded models, each loaded and run. A missing embedded model is news, not a failure, unless
+/// the configuration chose it: Berth serves without it, with less.
+fn check_models(report: &mut Report, config: &Config) {
+    let models = &config.models;
+    for (name, provider) in &models.providers {
+        let endpoint = provider
+            .base_url
+            .as_deref()
+            .or(provider.endpoint_url.as_deref())
+            .unwrap_or("its public endpoint");
+        report.info(
+            "model provider",
+            &format!(
+                "{name}: {} {} at {endpoint} (configured, not contacted)",
+                provider.kind,
+                provider.model.as_deref().unwrap_or("?")
+            ),
+        );
+    }
+    if let Err(error) = berth_models::providers::build(models, std::path::Path::new("/nonexistent")) {
+        report.line(false, "models", &error);
+    }
+    let embedded =
+        |role: Option<&str>| role.unwrap_or(berth_models::providers::EMBEDDED) == berth_models::providers::EMBEDDED;
+    let (embedder, chat) = (embedded(models.embedder.as_deref()), embedded(models.chat.as_deref()));
+    for (what, status) in berth_models::doctor(&config.models_dir, embedder, chat) {
+        match status {
+            Ok(detail) => report.line(true, what, &detail),
+            Err(reason) => {
+                let without = if what == "chat model" {
+                    "strategies cannot extract records (their extraction jobs fail visibly)"
+                } else {
+                    "retrieval is full-text only"
+                };
+                report.info(what, &format!("{reason}; without it {without}"));
+            }
+        }
+    }
+}
+
 pub async fn run(config: Config) -> anyhow::Result<bool> {
     let mut report = Report { failed: false };
     let dir = &config.data_dir;
@@ -178,7 +219,7 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
                     true,
                     "memory",
                     &format!(
-                        "ready: control plane, short-term events and long-term records ({} operations served in all); extraction not implemented yet",
+                        "ready: control plane, short-term events, long-term records and extraction ({} operations served in all)",
                         registry.names().len()
                     ),
                 );
@@ -188,16 +229,7 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
         }
     }
     probe_sandboxes(&mut report).await;
-    for (what, status) in berth_models::doctor(&config.models_dir) {
-        match status {
-            Ok(detail) => report.line(true, what, &detail),
-            // Nothing serves with the models yet, so a missing one is news, not a failure.
-            Err(reason) => report.info(
-                what,
-                &format!("{reason}; needed by long-term memory (not implemented yet)"),
-            ),
-        }
-    }
+    check_models(&mut report, &config);
     for service in [
         "gateway",
         "identity",
