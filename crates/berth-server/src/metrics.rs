@@ -61,6 +61,9 @@ const SERIES: [Series; 6] = [
     },
 ];
 
+/// A per-model counter: name, help, and which total it reports.
+type ModelSeries = (&'static str, &'static str, fn(&berth_models::UsageTotals) -> u64);
+
 /// Escapes a label value (backslash, double quote, newline).
 fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -94,7 +97,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     let usage = state.inner.services.memory.model_usage();
-    let model_series: [(&str, &str, fn(&berth_models::UsageTotals) -> u64); 4] = [
+    let model_series: [ModelSeries; 4] = [
         ("berth_model_calls_total", "Chat model calls", |u| u.calls),
         ("berth_model_failures_total", "Chat model calls that failed", |u| {
             u.failures
