@@ -48,6 +48,8 @@ pub struct MemoryService {
     retrieval: RetrievalMode,
     /// Record embeddings held in memory for dense retrieval.
     vectors: Arc<VectorIndex>,
+    /// This process's name on extraction claims.
+    extraction_owner: Arc<str>,
     /// Wakes the extractor when an event waits for extraction.
     extractor_wake: Arc<Notify>,
 }
@@ -89,6 +91,7 @@ impl MemoryService {
             extraction: ExtractionSettings::default(),
             retrieval: RetrievalMode::default(),
             vectors: Arc::new(VectorIndex::default()),
+            extraction_owner: ids::random_alphanumeric(20).into(),
             extractor_wake: Arc::new(Notify::new()),
         }
     }
@@ -108,6 +111,10 @@ impl MemoryService {
     pub fn with_retrieval_mode(mut self, mode: RetrievalMode) -> Self {
         self.retrieval = mode;
         self
+    }
+
+    pub(crate) fn extraction_owner(&self) -> &str {
+        &self.extraction_owner
     }
 
     pub(crate) fn vector_index(&self) -> &VectorIndex {

@@ -37,7 +37,11 @@ async fn chat(State(script): State<Script>, body: String) -> axum::Json<Value> {
         .to_string();
     let answer = script.lock().iter().find(|(n, _)| *n == name).map(|(_, a)| a.clone());
     let content = match answer {
-        Some(Some(content)) => content,
+        Some(Some(content)) => {
+            // Slow enough that two extractors running at once overlap.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            content
+        }
         Some(None) => {
             tokio::time::sleep(Duration::from_secs(2)).await;
             String::new()
@@ -319,5 +323,46 @@ async fn waiting_events_survive_a_restart() {
             .try_get("n")
             .unwrap();
         assert_eq!(waiting, 0);
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_never_extract_the_same_events_twice() {
+    let script = Script::default();
+    let url = model_server(script.clone()).await;
+    for test_store in stores(Arc::new(SystemClock)).await {
+        let store = test_store.store.clone();
+        let (node_a, worker) = service(&store, &url);
+        let (node_b, _) = service(&store, &url);
+        let memory_id = active_memory(&node_a, &worker, &caller("111111111111"), "two-nodes").await;
+        set(
+            &script,
+            "memories",
+            Some(json!({"memories": ["The user keeps bees.", "The user sells honey."]})),
+        );
+        set(
+            &script,
+            "decision",
+            Some(json!({"action": "ADD", "existing": 0, "memory": ""})),
+        );
+        say(&node_a, &memory_id, "s1", "I keep bees and sell honey.").await;
+        let (a, b) = tokio::join!(node_a.extract_due(), node_b.extract_due());
+        a.unwrap();
+        b.unwrap();
+        let texts: Vec<String> = facts(&node_a, &memory_id)
+            .await
+            .into_iter()
+            .map(|r| r.content.text)
+            .collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        // The claim is released: the next batch of the session is extracted.
+        set(
+            &script,
+            "memories",
+            Some(json!({"memories": ["The user has three hives."]})),
+        );
+        say(&node_a, &memory_id, "s1", "I have three hives.").await;
+        node_b.extract_due().await.unwrap();
+        assert_eq!(facts(&node_a, &memory_id).await.len(), 3);
     }
 }

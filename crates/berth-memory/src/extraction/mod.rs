@@ -10,8 +10,9 @@
 //! (its events and the reason), retried with backoff a few times, then kept for
 //! StartMemoryExtractionJob; ListMemoryExtractionJobs shows it.
 //!
-//! One extractor per database: on PostgreSQL shared by several Berth nodes, two extractors
-//! could process the same session at the same time (see docs/memory.md).
+//! Nodes sharing a database claim a session (or a job) before working on it
+//! (`memory_extraction_claims`, with a lease a dead node's claim outlives by at most ten
+//! minutes), so no events are extracted twice.
 
 pub mod api;
 mod strategy;
@@ -54,6 +55,9 @@ impl Default for ExtractionSettings {
         }
     }
 }
+
+/// How long a claim on a session or job holds; a node that dies mid-extraction loses it then.
+const CLAIM_LEASE_MILLIS: i64 = 10 * 60 * 1000;
 
 /// How often the extractor looks for due work when nobody woke it.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -263,7 +267,35 @@ impl MemoryService {
         Ok(handled)
     }
 
+    /// Claims `key` for this process; false when another process is working on it.
+    async fn claim(&self, key: &str) -> Result<bool> {
+        let now = self.store().now();
+        Ok(xdb::claim(
+            self.store(),
+            key,
+            self.extraction_owner(),
+            now,
+            now + CLAIM_LEASE_MILLIS,
+        )
+        .await?)
+    }
+
+    async fn release(&self, key: &str) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        xdb::release(&mut tx, key, self.extraction_owner()).await?;
+        tx.commit().await.map_err(berth_store::StoreError::from)?;
+        Ok(())
+    }
+
     async fn extract_session(&self, session: &PendingSession) -> Result<()> {
+        let key = format!(
+            "session/{}/{}/{}",
+            session.memory_id, session.actor_id, session.session_id
+        );
+        if !self.claim(&key).await? {
+            return Ok(());
+        }
+        // Read after claiming: another process may have finished these events meanwhile.
         let events = xdb::pending_events(self.store(), session, self.extraction_settings().max_batch_events).await?;
         let plans = self.plans(&session.memory_id, None).await?;
         // Events that set different namespace variables go to different namespaces, so each
@@ -307,7 +339,7 @@ impl MemoryService {
             self.commit(&run, outcome, &seqs, &failed, None).await?;
             start = end;
         }
-        Ok(())
+        self.release(&key).await
     }
 
     fn failed_job(&self, plan: &Plan, run: &Run<'_>, reason: String) -> JobRow {
@@ -351,6 +383,20 @@ impl MemoryService {
     }
 
     async fn retry_job(&self, job: JobRow) -> Result<()> {
+        let key = format!("job/{}", job.job_id);
+        if !self.claim(&key).await? {
+            return Ok(());
+        }
+        // The job may have been finished by the process that held the claim before.
+        let Some(job) = xdb::get_job(self.store(), &job.memory_id, &job.job_id).await? else {
+            return self.release(&key).await;
+        };
+        let result = self.run_job(job).await;
+        self.release(&key).await?;
+        result
+    }
+
+    async fn run_job(&self, job: JobRow) -> Result<()> {
         let messages: Vec<Value> = serde_json::from_str(&job.messages).unwrap_or_default();
         let mut event_ids: Vec<String> = messages
             .iter()

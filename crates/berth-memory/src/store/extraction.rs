@@ -255,3 +255,31 @@ pub async fn list_jobs(
     let rows = query.fetch_all(store.reader()).await?;
     rows.iter().map(job).collect()
 }
+
+/// Claims `key` for `owner` until `until`, unless another owner holds an unexpired claim.
+pub async fn claim(store: &Store, key: &str, owner: &str, now: i64, until: i64) -> Result<bool> {
+    let mut tx = store.begin().await?;
+    let done = sqlx::query(
+        "INSERT INTO memory_extraction_claims (claim_key, owner, until) VALUES ($1, $2, $3) \
+         ON CONFLICT (claim_key) DO UPDATE SET owner = excluded.owner, until = excluded.until \
+         WHERE memory_extraction_claims.until < $4 OR memory_extraction_claims.owner = excluded.owner",
+    )
+    .bind(key)
+    .bind(owner)
+    .bind(until)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives a claim up, in the transaction that wrote its work.
+pub async fn release(tx: &mut Tx, key: &str, owner: &str) -> Result<()> {
+    sqlx::query("DELETE FROM memory_extraction_claims WHERE claim_key = $1 AND owner = $2")
+        .bind(key)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
