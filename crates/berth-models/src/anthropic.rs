@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::ModelError;
-use crate::chat::{ChatModel, ChatRequest, ChatResponse, Usage, UsageMeter, UsageTotals};
+use crate::chat::{ChatModel, ChatRequest, ChatResponse, Usage, UsageMeter};
 use crate::http::{self, HttpSettings};
 
 const API_VERSION: &str = "2023-06-01";
@@ -36,7 +36,8 @@ impl Anthropic {
         })
     }
 
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+    /// One structured-output request, unmetered.
+    async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
         let body = json!({
             "model": request.model.as_deref().unwrap_or(&self.settings.model),
             "max_tokens": request.max_output_tokens,
@@ -92,11 +93,11 @@ impl ChatModel for Anthropic {
         &self.name
     }
 
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.meter.record(self.complete(request).await)
+    fn meter(&self) -> &UsageMeter {
+        &self.meter
     }
 
-    fn totals(&self) -> UsageTotals {
-        self.meter.totals()
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.call(request).await
     }
 }

@@ -11,7 +11,7 @@ use aws_sigv4::sign::v4;
 use serde_json::{Value, json};
 
 use crate::aws_credentials::CredentialChain;
-use crate::chat::{ChatModel, ChatRequest, ChatResponse, Usage, UsageMeter, UsageTotals};
+use crate::chat::{ChatModel, ChatRequest, ChatResponse, Usage, UsageMeter};
 use crate::http::{self, HttpSettings};
 use crate::openai::check_vectors;
 use crate::{Embedder, ModelError};
@@ -117,7 +117,8 @@ impl Bedrock {
         .await
     }
 
-    async fn converse(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+    /// One structured-output request, unmetered.
+    async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
         let body = json!({
             "system": [{"text": request.system}],
             "messages": request.messages.iter().map(|m| json!({"role": m.role.as_str(), "content": [{"text": m.text}]})).collect::<Vec<_>>(),
@@ -164,12 +165,12 @@ impl ChatModel for Bedrock {
         &self.chat_name
     }
 
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.meter.record(self.converse(request).await)
+    fn meter(&self) -> &UsageMeter {
+        &self.meter
     }
 
-    fn totals(&self) -> UsageTotals {
-        self.meter.totals()
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.call(request).await
     }
 }
 

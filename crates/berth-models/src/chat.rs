@@ -67,14 +67,24 @@ pub struct ChatResponse {
     pub usage: Usage,
 }
 
-/// Answers chat requests with schema-valid JSON.
+/// Answers chat requests with schema-valid JSON. A provider implements `name`, `meter` and
+/// `complete`; callers use `chat`, which counts every call in the meter.
 #[async_trait::async_trait]
 pub trait ChatModel: Send + Sync {
     /// Provider and model, for logs and job records (`openai:gpt-4o-mini`).
     fn name(&self) -> &str;
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError>;
+    fn meter(&self) -> &UsageMeter;
+    /// The provider's call itself.
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError>;
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.meter().record(self.complete(request).await)
+    }
+
     /// What this model has used since it was created.
-    fn totals(&self) -> UsageTotals;
+    fn totals(&self) -> UsageTotals {
+        self.meter().totals()
+    }
 }
 
 /// Running totals of a model's calls, kept with atomics so concurrent calls need no lock.

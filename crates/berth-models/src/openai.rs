@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::chat::{ChatModel, ChatRequest, ChatResponse, Usage, UsageMeter, UsageTotals, parse_answer};
+use crate::chat::{ChatModel, ChatRequest, ChatResponse, Usage, UsageMeter, parse_answer};
 use crate::http::{self, HttpSettings};
 use crate::{Embedder, ModelError};
 
@@ -54,7 +54,8 @@ impl OpenAi {
         Ok(request)
     }
 
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+    /// One structured-output request, unmetered.
+    async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
         let mut messages = vec![json!({"role": "system", "content": request.system})];
         messages.extend(
             request
@@ -99,12 +100,12 @@ impl ChatModel for OpenAi {
         &self.chat_name
     }
 
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.meter.record(self.complete(request).await)
+    fn meter(&self) -> &UsageMeter {
+        &self.meter
     }
 
-    fn totals(&self) -> UsageTotals {
-        self.meter.totals()
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.call(request).await
     }
 }
 

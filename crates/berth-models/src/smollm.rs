@@ -24,7 +24,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
 use crate::ModelError;
-use crate::chat::{ChatModel, ChatRequest, ChatResponse, Usage, UsageMeter, UsageTotals, parse_answer};
+use crate::chat::{ChatModel, ChatRequest, ChatResponse, Usage, UsageMeter, parse_answer};
 use crate::grammar::Grammar;
 
 /// The file under the models dir.
@@ -291,18 +291,17 @@ impl ChatModel for SmolLm {
         "embedded:SmolLM2-135M-Instruct"
     }
 
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        let inner = self.inner.clone();
-        let request = request.clone();
-        let result = tokio::task::spawn_blocking(move || Self::generate(&mut inner.lock(), &request))
-            .await
-            .map_err(|e| ModelError::Failed(e.to_string()))
-            .and_then(|r| r);
-        self.meter.record(result)
+    fn meter(&self) -> &UsageMeter {
+        &self.meter
     }
 
-    fn totals(&self) -> UsageTotals {
-        self.meter.totals()
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        let inner = self.inner.clone();
+        let request = request.clone();
+        tokio::task::spawn_blocking(move || Self::generate(&mut inner.lock(), &request))
+            .await
+            .map_err(|e| ModelError::Failed(e.to_string()))
+            .and_then(|r| r)
     }
 }
 

@@ -287,17 +287,6 @@ pub async fn extract(
 ) -> Result<Vec<String>, String> {
     let how = &plan.extraction;
     let user_words = content_words(user_text);
-    let texts = |value: &Value, key: &str| -> Vec<String> {
-        value
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    };
     match plan.pipeline {
         Pipeline::Semantic => {
             let answer = ask(
@@ -428,15 +417,20 @@ pub async fn reflect(step: &StepModel, how: &Override, episodes: &[String]) -> R
         200,
     )
     .await?;
-    Ok(answer
-        .get("lessons")
+    Ok(texts(&answer, "lessons"))
+}
+
+/// The non-empty strings of an answer's list member `key`, trimmed.
+fn texts(answer: &Value, key: &str) -> Vec<String> {
+    answer
+        .get(key)
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
