@@ -366,3 +366,49 @@ async fn two_nodes_never_extract_the_same_events_twice() {
         assert_eq!(facts(&node_a, &memory_id).await.len(), 3);
     }
 }
+
+#[tokio::test]
+async fn records_get_the_metadata_their_schema_asks_for() {
+    let script = Script::default();
+    let url = model_server(script.clone()).await;
+    for test_store in stores(Arc::new(SystemClock)).await {
+        let store = test_store.store.clone();
+        let (memory, worker) = service(&store, &url);
+        let account = caller("111111111111");
+        let input = serde_json::from_value(json!({
+            "name": "labelled", "eventExpiryDuration": 3,
+            "memoryStrategies": [{"semanticMemoryStrategy": {"name": "facts", "memoryRecordSchema": {"metadataSchema": [
+                {"key": "topic", "type": "STRING", "extractionType": "LLM_INFERRED",
+                 "extractionConfig": {"llmExtractionConfig": {"definition": "What the fact is about",
+                    "validation": {"stringValidation": {"allowedValues": ["pets", "food", "work"]}}}}},
+                {"key": "channel", "type": "STRING", "extractionType": "STRICTLY_CONSISTENT"}
+            ]}}}]
+        }))
+        .unwrap();
+        let memory_id = memory.create_memory(&account, input).await.unwrap().memory.id;
+        worker.run_due().await.unwrap();
+        set(
+            &script,
+            "memories",
+            Some(json!({"memories": ["The user has a parrot."]})),
+        );
+        set(&script, "metadata", Some(json!({"topic": "pets"})));
+        let event = serde_json::from_value(json!({
+            "memoryId": memory_id, "actorId": "u1", "sessionId": "s1", "eventTimestamp": 1_700_000_000.0,
+            "metadata": {"channel": {"stringValue": "mobile"}},
+            "payload": [{"conversational": {"role": "USER", "content": {"text": "I have a parrot."}}}]
+        }))
+        .unwrap();
+        memory.create_event(&account, event).await.unwrap();
+        memory.extract_due().await.unwrap();
+        let found = facts(&memory, &memory_id).await;
+        assert_eq!(found.len(), 1);
+        let metadata = serde_json::to_value(&found[0].metadata).unwrap();
+        assert_eq!(
+            metadata,
+            json!({"topic": {"stringValue": "pets"}, "channel": {"stringValue": "mobile"}})
+        );
+        // Metadata is part of the strategy's extraction: nothing failed.
+        assert!(jobs(&memory, &memory_id).await.is_empty());
+    }
+}

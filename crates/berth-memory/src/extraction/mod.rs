@@ -15,6 +15,7 @@
 //! minutes), so no events are extracted twice.
 
 pub mod api;
+mod metadata;
 mod strategy;
 
 use std::collections::HashSet;
@@ -210,6 +211,19 @@ struct Run<'a> {
     variables: Map<String, Value>,
     /// The time of the newest event: the records' `timestamp`.
     record_time: i64,
+    /// The events' metadata, later events overriding earlier ones.
+    event_metadata: Map<String, Value>,
+}
+
+/// The metadata of events merged, later events overriding earlier ones.
+fn merged_metadata(events: &[SourceEvent]) -> Map<String, Value> {
+    let mut merged = Map::new();
+    for event in events {
+        if let Some(Ok(Value::Object(map))) = event.metadata.as_deref().map(serde_json::from_str::<Value>) {
+            merged.extend(map);
+        }
+    }
+    merged
 }
 
 impl Run<'_> {
@@ -319,6 +333,7 @@ impl MemoryService {
                     .and_then(|v| serde_json::from_str(v).ok())
                     .unwrap_or_default(),
                 record_time: group.iter().map(|e| e.event_time).max().unwrap_or_default(),
+                event_metadata: merged_metadata(group),
             };
             let mut outcome = Outcome::default();
             let mut failed = Vec::new();
@@ -416,6 +431,7 @@ impl MemoryService {
                 .and_then(|v| serde_json::from_str(v).ok())
                 .unwrap_or_default(),
             record_time: events.iter().map(|e| e.event_time).max().unwrap_or_default(),
+            event_metadata: merged_metadata(&events),
         };
         // A deleted strategy, or events deleted since, leave nothing to do.
         let (Some(plan), false) = (plan, run.turns.is_empty()) else {
@@ -613,7 +629,35 @@ impl MemoryService {
                 }
             }
         }
+        self.fill_metadata(plan, run, &step, &conversation, &mut outcome)
+            .await?;
         Ok(outcome)
+    }
+
+    /// Gives each new record the metadata its strategy's `memoryRecordSchema` asks for.
+    async fn fill_metadata(
+        &self,
+        plan: &Plan,
+        run: &Run<'_>,
+        step: &StepModel,
+        conversation: &str,
+        outcome: &mut Outcome,
+    ) -> std::result::Result<(), String> {
+        if plan.metadata.is_empty() {
+            return Ok(());
+        }
+        let inferred: Vec<&metadata::Field> = plan.metadata.iter().filter(|f| !f.strict).collect();
+        for record in &mut outcome.records {
+            let answer = if inferred.is_empty() {
+                None
+            } else {
+                let user = metadata::request(&inferred, &record.content, conversation);
+                let schema = metadata::schema(&inferred);
+                Some(strategy::ask(step, metadata::PROMPT, &plan.extraction, user, "metadata", schema, 120).await?)
+            };
+            record.metadata = metadata::record_metadata(&plan.metadata, answer.as_ref(), &run.event_metadata);
+        }
+        Ok(())
     }
 
     /// Adds each candidate, merges it into a similar stored record (the old one is kept,
@@ -782,6 +826,7 @@ mod tests {
             event_time: 0,
             payload: r#"[{"blob": "x"}, {"conversational": {"role": "USER", "content": {"text": "I like tea"}}}, {"conversational": {"role": "ASSISTANT", "content": {"text": " "}}}]"#.into(),
             namespace_variables: None,
+            metadata: None,
         };
         let found = turns(&[event]);
         assert_eq!(found.len(), 1);

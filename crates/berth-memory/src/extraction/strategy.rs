@@ -35,6 +35,8 @@ pub struct Plan {
     /// Episodic only: where reflections go, and how to make them.
     pub reflection: Option<(String, Override)>,
     pub expiry_days: Option<i64>,
+    /// The record metadata its `memoryRecordSchema` asks for.
+    pub metadata: Vec<super::metadata::Field>,
 }
 
 fn override_at(definition: &Map<String, Value>, pointer: &str) -> Override {
@@ -102,6 +104,7 @@ impl Plan {
             ),
             reflection,
             expiry_days: d.get("recordExpiryDurationDays").and_then(Value::as_i64),
+            metadata: super::metadata::fields(d),
         })
     }
 }

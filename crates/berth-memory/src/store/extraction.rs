@@ -25,6 +25,8 @@ pub struct SourceEvent {
     pub event_time: i64,
     pub payload: String,
     pub namespace_variables: Option<String>,
+    /// The event's metadata map as JSON.
+    pub metadata: Option<String>,
 }
 
 /// A failed extraction.
@@ -72,10 +74,11 @@ fn source_event(row: &AnyRow) -> Result<SourceEvent> {
         event_time: row.try_get("event_time")?,
         payload: row.try_get("payload")?,
         namespace_variables: row.try_get("namespace_variables")?,
+        metadata: row.try_get("metadata")?,
     })
 }
 
-const SOURCE_COLUMNS: &str = "seq, event_id, event_time, payload, namespace_variables";
+const SOURCE_COLUMNS: &str = "seq, event_id, event_time, payload, namespace_variables, metadata";
 
 /// A session's waiting events, oldest first, at most `limit`.
 pub async fn pending_events(store: &Store, s: &PendingSession, limit: i64) -> Result<Vec<SourceEvent>> {
