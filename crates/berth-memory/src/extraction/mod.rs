@@ -270,13 +270,20 @@ impl MemoryService {
         let mut handled = 0;
         for session in xdb::pending_sessions(self.store(), 100).await? {
             if session.last_arrival <= now - delay || session.waiting >= settings.max_batch_events {
-                self.extract_session(&session).await?;
-                handled += 1;
+                // One session's failure (the database, not the model: those become jobs) must
+                // not hold up the others; it is tried again on the next pass.
+                match self.extract_session(&session).await {
+                    Ok(()) => handled += 1,
+                    Err(error) => tracing::warn!(%error, memory_id = %session.memory_id, "extracting a session failed"),
+                }
             }
         }
         for job in xdb::due_jobs(self.store(), now, 20).await? {
-            self.retry_job(job).await?;
-            handled += 1;
+            let job_id = job.job_id.clone();
+            match self.retry_job(job).await {
+                Ok(()) => handled += 1,
+                Err(error) => tracing::warn!(%error, %job_id, "re-running an extraction job failed"),
+            }
         }
         Ok(handled)
     }
@@ -309,6 +316,12 @@ impl MemoryService {
         if !self.claim(&key).await? {
             return Ok(());
         }
+        let result = self.extract_claimed(session).await;
+        self.release(&key).await?;
+        result
+    }
+
+    async fn extract_claimed(&self, session: &PendingSession) -> Result<()> {
         // Read after claiming: another process may have finished these events meanwhile.
         let events = xdb::pending_events(self.store(), session, self.extraction_settings().max_batch_events).await?;
         let plans = self.plans(&session.memory_id, None).await?;
@@ -354,7 +367,7 @@ impl MemoryService {
             self.commit(&run, outcome, &seqs, &failed, None).await?;
             start = end;
         }
-        self.release(&key).await
+        Ok(())
     }
 
     fn failed_job(&self, plan: &Plan, run: &Run<'_>, reason: String) -> JobRow {
