@@ -71,18 +71,9 @@ impl Anthropic {
             .cloned()
             .ok_or_else(|| ModelError::InvalidOutput("the answer has no tool_use block".into()))?;
         crate::schema::validate(&request.schema, &input).map_err(ModelError::InvalidOutput)?;
-        let count = |name: &str| {
-            answer
-                .pointer(&format!("/usage/{name}"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
-        };
         Ok(ChatResponse {
             value: input,
-            usage: Usage {
-                input_tokens: count("input_tokens"),
-                output_tokens: count("output_tokens"),
-            },
+            usage: Usage::from_answer(&answer, "input_tokens", "output_tokens"),
         })
     }
 }

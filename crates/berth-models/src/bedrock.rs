@@ -143,18 +143,9 @@ impl Bedrock {
             .cloned()
             .ok_or_else(|| ModelError::InvalidOutput("the answer has no toolUse block".into()))?;
         crate::schema::validate(&request.schema, &input).map_err(ModelError::InvalidOutput)?;
-        let count = |name: &str| {
-            answer
-                .pointer(&format!("/usage/{name}"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
-        };
         Ok(ChatResponse {
             value: input,
-            usage: Usage {
-                input_tokens: count("inputTokens"),
-                output_tokens: count("outputTokens"),
-            },
+            usage: Usage::from_answer(&answer, "inputTokens", "outputTokens"),
         })
     }
 }

@@ -61,6 +61,23 @@ pub struct Usage {
     pub output_tokens: u64,
 }
 
+impl Usage {
+    /// The counts in a provider's `usage` object, under that provider's names for them.
+    pub(crate) fn from_answer(answer: &serde_json::Value, input: &str, output: &str) -> Usage {
+        let count = |name: &str| {
+            answer
+                .get("usage")
+                .and_then(|u| u.get(name))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        Usage {
+            input_tokens: count(input),
+            output_tokens: count(output),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ChatResponse {
     pub value: Value,

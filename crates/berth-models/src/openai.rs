@@ -78,18 +78,9 @@ impl OpenAi {
             .pointer("/choices/0/message/content")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let count = |name: &str| {
-            answer
-                .pointer(&format!("/usage/{name}"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
-        };
         Ok(ChatResponse {
             value: parse_answer(text, &request.schema)?,
-            usage: Usage {
-                input_tokens: count("prompt_tokens"),
-                output_tokens: count("completion_tokens"),
-            },
+            usage: Usage::from_answer(&answer, "prompt_tokens", "completion_tokens"),
         })
     }
 }
