@@ -15,8 +15,9 @@ use parking_lot::Mutex;
 
 use crate::store::records::{NamespaceMatch, RecordRow, Scope};
 
-/// How many memories the index holds before it starts over.
-const MEMORY_LIMIT: usize = 64;
+/// How many embedding values (f32) the index holds in all before it drops the other memories'
+/// entries: 64M values are 256 MB, the embeddings of about 170k records of 384 dimensions.
+const VALUE_BUDGET: usize = 64 << 20;
 
 /// One record's place in a memory's matrix.
 #[derive(Clone, Debug)]
@@ -165,7 +166,10 @@ impl VectorIndex {
     pub fn insert(&self, memory_id: &str, vectors: MemoryVectors) -> Arc<MemoryVectors> {
         let vectors = Arc::new(vectors);
         let mut memories = self.memories.lock();
-        if memories.len() >= MEMORY_LIMIT && !memories.contains_key(memory_id) {
+        memories.remove(memory_id);
+        let held: usize = memories.values().map(|m| m.data.len()).sum();
+        if held + vectors.data.len() > VALUE_BUDGET {
+            // Simple and rare: a server searching more memories than fit reloads them in turn.
             memories.clear();
         }
         memories.insert(memory_id.to_string(), vectors.clone());
