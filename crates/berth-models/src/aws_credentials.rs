@@ -137,7 +137,12 @@ async fn from_container_or_instance(client: &reqwest::Client) -> Result<Credenti
         .or_else(|| var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").map(|path| format!("{ECS_HOST}{path}")));
     if let Some(url) = container_url {
         let mut request = client.get(url).timeout(Duration::from_secs(5));
-        if let Some(token) = var("AWS_CONTAINER_AUTHORIZATION_TOKEN") {
+        // EKS Pod Identity gives the token in a file (re-read each time: it rotates).
+        let token = var("AWS_CONTAINER_AUTHORIZATION_TOKEN").or_else(|| {
+            let path = var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")?;
+            std::fs::read_to_string(path).ok().map(|t| t.trim().to_string())
+        });
+        if let Some(token) = token {
             request = request.header("authorization", token);
         }
         let answer: Value = fetch(request).await?;
