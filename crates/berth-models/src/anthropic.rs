@@ -35,9 +35,19 @@ impl Anthropic {
             meter: UsageMeter::default(),
         })
     }
+}
 
-    /// One structured-output request, unmetered.
-    async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+#[async_trait::async_trait]
+impl ChatModel for Anthropic {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn meter(&self) -> &UsageMeter {
+        &self.meter
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
         let body = json!({
             "model": request.model.as_deref().unwrap_or(&self.settings.model),
             "max_tokens": request.max_output_tokens,
@@ -75,20 +85,5 @@ impl Anthropic {
             value: input,
             usage: Usage::from_answer(&answer, "input_tokens", "output_tokens"),
         })
-    }
-}
-
-#[async_trait::async_trait]
-impl ChatModel for Anthropic {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn meter(&self) -> &UsageMeter {
-        &self.meter
-    }
-
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.call(request).await
     }
 }

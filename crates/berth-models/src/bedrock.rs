@@ -116,9 +116,19 @@ impl Bedrock {
         })
         .await
     }
+}
 
-    /// One structured-output request, unmetered.
-    async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+#[async_trait::async_trait]
+impl ChatModel for Bedrock {
+    fn name(&self) -> &str {
+        &self.chat_name
+    }
+
+    fn meter(&self) -> &UsageMeter {
+        &self.meter
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
         let body = json!({
             "system": [{"text": request.system}],
             "messages": request.messages.iter().map(|m| json!({"role": m.role.as_str(), "content": [{"text": m.text}]})).collect::<Vec<_>>(),
@@ -147,21 +157,6 @@ impl Bedrock {
             value: input,
             usage: Usage::from_answer(&answer, "inputTokens", "outputTokens"),
         })
-    }
-}
-
-#[async_trait::async_trait]
-impl ChatModel for Bedrock {
-    fn name(&self) -> &str {
-        &self.chat_name
-    }
-
-    fn meter(&self) -> &UsageMeter {
-        &self.meter
-    }
-
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.call(request).await
     }
 }
 

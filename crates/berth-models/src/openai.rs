@@ -53,9 +53,19 @@ impl OpenAi {
         }
         Ok(request)
     }
+}
 
-    /// One structured-output request, unmetered.
-    async fn call(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+#[async_trait::async_trait]
+impl ChatModel for OpenAi {
+    fn name(&self) -> &str {
+        &self.chat_name
+    }
+
+    fn meter(&self) -> &UsageMeter {
+        &self.meter
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
         let mut messages = vec![json!({"role": "system", "content": request.system})];
         messages.extend(
             request
@@ -82,21 +92,6 @@ impl OpenAi {
             value: parse_answer(text, &request.schema)?,
             usage: Usage::from_answer(&answer, "prompt_tokens", "completion_tokens"),
         })
-    }
-}
-
-#[async_trait::async_trait]
-impl ChatModel for OpenAi {
-    fn name(&self) -> &str {
-        &self.chat_name
-    }
-
-    fn meter(&self) -> &UsageMeter {
-        &self.meter
-    }
-
-    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.call(request).await
     }
 }
 
