@@ -288,6 +288,7 @@ async fn bench_backend(backend: &str, url: &str, requests: usize, repeat: usize)
         Services {
             memory: memory.clone(),
             runtime: None,
+            interpreter: None,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

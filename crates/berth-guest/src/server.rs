@@ -295,8 +295,13 @@ async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, kind: FrameKind, dat
 }
 
 async fn start_service(stream: &mut BufReader<UnixStream>, spec: ServiceSpec, service: Shared) -> std::io::Result<()> {
-    if lock(&service).state.started {
-        return reply(stream, &Reply::error("the service is already started")).await;
+    // A service that ended may be started again (a Code Interpreter kernel is restarted so).
+    let running = {
+        let state = &lock(&service).state;
+        state.started && state.exit.is_none()
+    };
+    if running {
+        return reply(stream, &Reply::error("the service is already running")).await;
     }
     let mut child = match spawn(&spec.argv, &spec.env, spec.cwd.as_deref()) {
         Ok(child) => child,

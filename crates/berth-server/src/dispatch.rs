@@ -19,7 +19,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::auth::ensure_host;
-use crate::operations::INVOKE;
+use crate::operations::{INVOKE, INVOKE_TOOL};
 use crate::spool::{self, SpoolError};
 use crate::state::AppState;
 
@@ -185,6 +185,8 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
     let carries_payload = artifact.is_some() || found.as_ref().is_some_and(|f| f.operation.name == INVOKE);
     let limit = if carries_payload {
         inner.settings.max_payload_bytes
+    } else if found.as_ref().is_some_and(|f| f.operation.name == INVOKE_TOOL) {
+        inner.settings.max_tool_payload_bytes
     } else {
         limit
     };
@@ -307,6 +309,11 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
             &request_id,
         )
         .await;
+    }
+    if operation.name == INVOKE_TOOL
+        && let Some(interpreter) = &inner.registry.interpreter
+    {
+        return crate::interpreter::invoke(interpreter, model, operation, caller, input, &request_id).await;
     }
     let Some(handler) = inner.registry.get(found.plane, &operation.name) else {
         return error_response(

@@ -102,6 +102,13 @@ impl Generic {
                     .map_err(|e| GenericError::Lookup(e.to_string()))?,
                 None => false,
             },
+            ("code-interpreter-custom", Some(_)) => match &self.services.interpreter {
+                Some(interpreter) => interpreter
+                    .resource_exists(caller, &parsed)
+                    .await
+                    .map_err(|e| GenericError::Lookup(e.to_string()))?,
+                None => false,
+            },
             _ => false,
         };
         if exists {

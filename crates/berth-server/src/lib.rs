@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod dispatch;
 pub mod generic;
+pub mod interpreter;
 pub mod invoke;
 pub mod metrics;
 pub mod operations;

@@ -22,6 +22,8 @@ use crate::generic::Generic;
 
 /// The one operation whose input and output are not JSON documents.
 pub const INVOKE: &str = "InvokeAgentRuntime";
+/// Its response is an event stream (see `interpreter`).
+pub const INVOKE_TOOL: &str = "InvokeCodeInterpreter";
 use crate::state::Services;
 
 /// A failed operation, before it is encoded for the wire.
@@ -105,6 +107,8 @@ pub struct Registry {
     handlers: HashMap<Plane, HashMap<&'static str, OpHandler>>,
     /// InvokeAgentRuntime: raw payload in, streamed agent response out (see `invoke`).
     pub runtime: Option<RuntimeService>,
+    /// InvokeCodeInterpreter: JSON in, an event stream out (see `interpreter`).
+    pub interpreter: Option<berth_interpreter::InterpreterService>,
 }
 
 impl Registry {
@@ -214,6 +218,41 @@ impl Registry {
             value_operation!(table, Data, "StopRuntimeSession", runtime, stop_runtime_session);
         }
 
+        if let Some(interpreter) = &services.interpreter {
+            value_operation!(table, Control, "CreateCodeInterpreter", interpreter, create_code_interpreter);
+            value_operation!(table, Control, "GetCodeInterpreter", interpreter, get_code_interpreter);
+            value_operation!(table, Control, "DeleteCodeInterpreter", interpreter, delete_code_interpreter);
+            value_operation!(table, Control, "ListCodeInterpreters", interpreter, list_code_interpreters);
+            value_operation!(
+                table,
+                Data,
+                "StartCodeInterpreterSession",
+                interpreter,
+                start_code_interpreter_session
+            );
+            value_operation!(
+                table,
+                Data,
+                "GetCodeInterpreterSession",
+                interpreter,
+                get_code_interpreter_session
+            );
+            value_operation!(
+                table,
+                Data,
+                "StopCodeInterpreterSession",
+                interpreter,
+                stop_code_interpreter_session
+            );
+            value_operation!(
+                table,
+                Data,
+                "ListCodeInterpreterSessions",
+                interpreter,
+                list_code_interpreter_sessions
+            );
+        }
+
         let generic = Generic::new(store.clone(), services.clone());
         operation!(table, Control, "TagResource", generic, tag_resource);
         operation!(table, Control, "UntagResource", generic, untag_resource);
@@ -224,6 +263,7 @@ impl Registry {
         Registry {
             handlers: table,
             runtime: services.runtime.clone(),
+            interpreter: services.interpreter.clone(),
         }
     }
 
@@ -233,7 +273,9 @@ impl Registry {
 
     /// Whether an operation has a handler, streaming ones included.
     pub fn implements(&self, plane: Plane, operation: &str) -> bool {
-        self.get(plane, operation).is_some() || (plane == Plane::Data && operation == INVOKE && self.runtime.is_some())
+        self.get(plane, operation).is_some()
+            || (plane == Plane::Data && operation == INVOKE && self.runtime.is_some())
+            || (plane == Plane::Data && operation == INVOKE_TOOL && self.interpreter.is_some())
     }
 
     /// The implemented operations, for `berth doctor` and docs.
@@ -245,6 +287,9 @@ impl Registry {
             .collect();
         if self.runtime.is_some() {
             names.push((Plane::Data, INVOKE));
+        }
+        if self.interpreter.is_some() {
+            names.push((Plane::Data, INVOKE_TOOL));
         }
         names.sort_by_key(|(plane, name)| (*plane == Plane::Data, *name));
         names

@@ -29,6 +29,8 @@ pub struct ServerSettings {
     pub max_clock_skew_seconds: i64,
     /// The largest InvokeAgentRuntime payload and uploaded code bundle, in bytes.
     pub max_payload_bytes: usize,
+    /// The largest InvokeCodeInterpreter request (writeFiles carries files inline, base64).
+    pub max_tool_payload_bytes: usize,
     /// Where payloads too large to keep in memory wait for their signature check.
     pub spool_dir: std::path::PathBuf,
 }
@@ -40,6 +42,7 @@ impl Default for ServerSettings {
             max_body_bytes: 32 * 1024 * 1024,
             max_clock_skew_seconds: 300,
             max_payload_bytes: 100 * 1024 * 1024,
+            max_tool_payload_bytes: 150 * 1024 * 1024,
             spool_dir: std::env::temp_dir(),
         }
     }
@@ -51,6 +54,8 @@ impl Default for ServerSettings {
 pub struct Services {
     pub memory: MemoryService,
     pub runtime: Option<RuntimeService>,
+    /// Absent, like Runtime, where no sandbox backend was built.
+    pub interpreter: Option<berth_interpreter::InterpreterService>,
 }
 
 /// Everything a request handler can reach.
@@ -115,6 +120,7 @@ pub async fn health(State(state): State<AppState>) -> (http::StatusCode, Json<Va
             "services": {
                 "memory": "ready",
                 "runtime": if state.inner.services.runtime.is_some() { "ready" } else { "disabled" },
+                "codeInterpreter": if state.inner.services.interpreter.is_some() { "ready" } else { "disabled" },
             },
             "runtimeSessions": state.inner.services.runtime.as_ref().map(|r| r.sessions().reports()).unwrap_or_default(),
         })),

@@ -35,7 +35,7 @@ async fn state(dir: &tempfile::TempDir) -> AppState {
         ServerSettings::default(),
         keys,
         store,
-        Services { memory, runtime: None },
+        Services { memory, runtime: None, interpreter: None },
     )
 }
 

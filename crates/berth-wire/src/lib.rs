@@ -12,6 +12,7 @@
 
 pub mod bind;
 pub mod error;
+pub mod eventstream;
 pub mod model;
 pub mod router;
 pub mod sigv4;

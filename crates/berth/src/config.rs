@@ -27,6 +27,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub runtime: RuntimeFile,
     #[serde(default)]
+    pub interpreter: InterpreterFile,
+    #[serde(default)]
     pub models: berth_models::ModelsConfig,
     #[serde(default)]
     pub access_keys: Vec<AccessKey>,
@@ -71,6 +73,122 @@ pub struct RuntimeFile {
     pub isolation: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterpreterFile {
+    /// The built interpreter environment (`make interpreter-env`) [default: ~/.cache/berth/interpreter].
+    pub environment_dir: Option<PathBuf>,
+    /// The isolation tier of sessions: namespace or gvisor [default: runtime.isolation].
+    pub isolation: Option<String>,
+    /// The system interpreter's network: SANDBOX (none, the default) or PUBLIC.
+    pub network_mode: Option<String>,
+    /// How long one executeCode or executeCommand may run (default 240).
+    pub execution_timeout_seconds: Option<u64>,
+    /// Output kept per stream of one tool call (default 1 MiB).
+    pub max_output_bytes: Option<usize>,
+    /// Sessions kept started ahead, without network (default 2).
+    pub warm_pool: Option<usize>,
+    /// Live sessions at most (default 64).
+    pub max_sessions: Option<usize>,
+    pub session_memory_bytes: Option<u64>,
+    pub session_pids: Option<u64>,
+    pub session_cpu_millicores: Option<u64>,
+    /// The largest InvokeCodeInterpreter request (default 150 MiB: 100 MB of files in base64).
+    pub max_payload_bytes: Option<usize>,
+}
+
+/// Code Interpreter's validated settings.
+#[derive(Debug, Clone)]
+pub struct InterpreterConfig {
+    pub environment_dir: PathBuf,
+    pub isolation: berth_sandbox::Tier,
+    pub network_mode: String,
+    pub execution_timeout_seconds: u64,
+    pub max_output_bytes: usize,
+    pub warm_pool: usize,
+    pub max_sessions: usize,
+    pub limits: berth_sandbox::Limits,
+    pub max_payload_bytes: usize,
+}
+
+fn tier(field: &str, name: Option<&str>, default: berth_sandbox::Tier) -> anyhow::Result<berth_sandbox::Tier> {
+    match name {
+        None => Ok(default),
+        Some(name @ ("namespace" | "gvisor")) => Ok(berth_sandbox::Tier::parse(name).unwrap_or(default)),
+        Some(other) => bail!("{field}: `{other}` is not a tier; use namespace or gvisor"),
+    }
+}
+
+fn session_limits(
+    section: &str,
+    memory: Option<u64>,
+    pids: Option<u64>,
+    cpu: Option<u64>,
+) -> anyhow::Result<berth_sandbox::Limits> {
+    let defaults = berth_sandbox::Limits::default();
+    let limits = berth_sandbox::Limits {
+        memory_bytes: memory.unwrap_or(defaults.memory_bytes),
+        pids: pids.unwrap_or(defaults.pids),
+        cpu_millicores: cpu.unwrap_or(defaults.cpu_millicores),
+        tmp_bytes: defaults.tmp_bytes,
+    };
+    if limits.memory_bytes < 32 * 1024 * 1024 {
+        bail!("{section}.session_memory_bytes: must be at least 33554432 (32 MiB)");
+    }
+    if limits.pids < 8 {
+        bail!("{section}.session_pids: must be at least 8");
+    }
+    if !(10..=1_000_000).contains(&limits.cpu_millicores) {
+        bail!("{section}.session_cpu_millicores: must be between 10 and 1000000");
+    }
+    Ok(limits)
+}
+
+impl InterpreterConfig {
+    fn from_file(
+        file: InterpreterFile,
+        environment_dir: PathBuf,
+        runtime: &RuntimeConfig,
+    ) -> anyhow::Result<InterpreterConfig> {
+        let network_mode = file.network_mode.unwrap_or_else(|| "SANDBOX".into());
+        if !["SANDBOX", "PUBLIC"].contains(&network_mode.as_str()) {
+            bail!("interpreter.network_mode: `{network_mode}` is not SANDBOX or PUBLIC");
+        }
+        let execution_timeout_seconds = file.execution_timeout_seconds.unwrap_or(240);
+        if !(1..=28_800).contains(&execution_timeout_seconds) {
+            bail!("interpreter.execution_timeout_seconds: must be between 1 and 28800");
+        }
+        let max_output_bytes = file.max_output_bytes.unwrap_or(1024 * 1024);
+        if !(1024..=16 * 1024 * 1024).contains(&max_output_bytes) {
+            bail!("interpreter.max_output_bytes: must be between 1024 and 16777216");
+        }
+        let max_sessions = file.max_sessions.unwrap_or(64);
+        if max_sessions == 0 {
+            bail!("interpreter.max_sessions: must be at least 1");
+        }
+        let max_payload_bytes = file.max_payload_bytes.unwrap_or(150 * 1024 * 1024);
+        if !(1024..=1 << 31).contains(&max_payload_bytes) {
+            bail!("interpreter.max_payload_bytes: must be between 1024 and 2147483648");
+        }
+        Ok(InterpreterConfig {
+            environment_dir,
+            isolation: tier("interpreter.isolation", file.isolation.as_deref(), runtime.isolation)?,
+            network_mode,
+            execution_timeout_seconds,
+            max_output_bytes,
+            warm_pool: file.warm_pool.unwrap_or(2).min(64),
+            max_sessions,
+            limits: session_limits(
+                "interpreter",
+                file.session_memory_bytes,
+                file.session_pids,
+                file.session_cpu_millicores,
+            )?,
+            max_payload_bytes,
+        })
+    }
+}
+
 /// Runtime's validated settings.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -85,22 +203,12 @@ pub struct RuntimeConfig {
 
 impl RuntimeConfig {
     fn from_file(file: RuntimeFile) -> anyhow::Result<RuntimeConfig> {
-        let defaults = berth_sandbox::Limits::default();
-        let limits = berth_sandbox::Limits {
-            memory_bytes: file.session_memory_bytes.unwrap_or(defaults.memory_bytes),
-            pids: file.session_pids.unwrap_or(defaults.pids),
-            cpu_millicores: file.session_cpu_millicores.unwrap_or(defaults.cpu_millicores),
-            tmp_bytes: defaults.tmp_bytes,
-        };
-        if limits.memory_bytes < 32 * 1024 * 1024 {
-            bail!("runtime.session_memory_bytes: must be at least 33554432 (32 MiB)");
-        }
-        if limits.pids < 8 {
-            bail!("runtime.session_pids: must be at least 8");
-        }
-        if !(10..=1_000_000).contains(&limits.cpu_millicores) {
-            bail!("runtime.session_cpu_millicores: must be between 10 and 1000000");
-        }
+        let limits = session_limits(
+            "runtime",
+            file.session_memory_bytes,
+            file.session_pids,
+            file.session_cpu_millicores,
+        )?;
         let max_payload_bytes = file.max_payload_bytes.unwrap_or(100 * 1024 * 1024);
         if !(1024..=1 << 31).contains(&max_payload_bytes) {
             bail!("runtime.max_payload_bytes: must be between 1024 and 2147483648");
@@ -109,13 +217,7 @@ impl RuntimeConfig {
         if !(1..=3600).contains(&startup_timeout_seconds) {
             bail!("runtime.startup_timeout_seconds: must be between 1 and 3600");
         }
-        let isolation = match file.isolation.as_deref() {
-            None => berth_sandbox::Tier::Namespace,
-            Some(name @ ("namespace" | "gvisor")) => {
-                berth_sandbox::Tier::parse(name).unwrap_or(berth_sandbox::Tier::Namespace)
-            }
-            Some(other) => bail!("runtime.isolation: `{other}` is not a tier; use namespace or gvisor"),
-        };
+        let isolation = tier("runtime.isolation", file.isolation.as_deref(), berth_sandbox::Tier::Namespace)?;
         Ok(RuntimeConfig {
             isolation,
             egress: file.egress.unwrap_or(true),
@@ -143,6 +245,9 @@ pub struct Overrides {
     /// Directory of the embedded models (`make models` fills it) [default: ~/.cache/berth/models]
     #[arg(long, env = "BERTH_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
+    /// The Code Interpreter environment (`make interpreter-env` builds it) [default: ~/.cache/berth/interpreter]
+    #[arg(long, env = "BERTH_INTERPRETER_DIR")]
+    pub interpreter_dir: Option<PathBuf>,
     /// Config file (TOML)
     #[arg(long, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
@@ -155,11 +260,12 @@ pub struct Overrides {
 }
 
 /// The environment variables Berth reads. `BERTH_TEST_*` is reserved for the test suite.
-const KNOWN_VARIABLES: [&str; 7] = [
+const KNOWN_VARIABLES: [&str; 8] = [
     "BERTH_LISTEN",
     "BERTH_DATA_DIR",
     "BERTH_DATABASE_URL",
     "BERTH_MODELS_DIR",
+    "BERTH_INTERPRETER_DIR",
     "BERTH_CONFIG",
     "BERTH_REGION",
     "BERTH_LOG",
@@ -181,6 +287,7 @@ pub struct Config {
     pub models: berth_models::ModelsConfig,
     pub access_keys: Vec<AccessKey>,
     pub runtime: RuntimeConfig,
+    pub interpreter: InterpreterConfig,
 }
 
 /// `$XDG_…/within`, or `$HOME/home_fallback/within` when the XDG variable is not set.
@@ -196,6 +303,11 @@ fn xdg_dir(variable: &str, home_fallback: &str, within: &str) -> PathBuf {
 
 fn default_data_dir() -> PathBuf {
     xdg_dir("XDG_DATA_HOME", ".local/share", "berth")
+}
+
+/// Where `make interpreter-env` (tools/build-interpreter-env.sh) builds it by default.
+fn default_interpreter_dir() -> PathBuf {
+    xdg_dir("XDG_CACHE_HOME", ".cache", "berth/interpreter")
 }
 
 /// Where `make models` (tools/fetch-models.sh) unpacks the embedded models by default.
@@ -298,6 +410,12 @@ impl Config {
         if !(1..=20).contains(&extraction.max_attempts) {
             bail!("memory.extraction_max_attempts: must be between 1 and 20");
         }
+        let runtime = RuntimeConfig::from_file(file.runtime)?;
+        let interpreter_dir = overrides
+            .interpreter_dir
+            .clone()
+            .or(file.interpreter.environment_dir.clone())
+            .unwrap_or_else(default_interpreter_dir);
         for (i, key) in file.access_keys.iter().enumerate() {
             if key.access_key_id.len() < 16 || key.secret_access_key.len() < 16 {
                 bail!("access_keys[{i}]: access_key_id and secret_access_key must be at least 16 characters");
@@ -319,7 +437,8 @@ impl Config {
             extraction,
             models: file.models,
             access_keys: file.access_keys,
-            runtime: RuntimeConfig::from_file(file.runtime)?,
+            interpreter: InterpreterConfig::from_file(file.interpreter, interpreter_dir, &runtime)?,
+            runtime,
         })
     }
 

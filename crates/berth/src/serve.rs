@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_core::SystemClock;
+use berth_interpreter::{Environment, InterpreterService, SessionSettings as InterpreterSessionSettings, Sessions, ToolSettings};
 use berth_memory::MemoryService;
 use berth_runtime::{RuntimeService, SessionManager, SessionSettings};
 use berth_sandbox::gvisor::{GvisorBackend, GvisorSettings};
@@ -47,6 +48,7 @@ pub struct Built {
     pub worker: Worker,
     pub memory: MemoryService,
     pub runtime: RuntimeService,
+    pub interpreter: InterpreterService,
     pub store: Store,
 }
 
@@ -111,7 +113,8 @@ pub async fn build(config: &Config, api_address: std::net::SocketAddr) -> anyhow
         egress_allowlist: runtime_config.egress_allowlist.clone(),
         startup_timeout: Duration::from_secs(runtime_config.startup_timeout_seconds),
     };
-    let sessions = SessionManager::new(session_settings, sandbox_backends(config)?, Arc::new(keys.clone()));
+    let backends = sandbox_backends(config)?;
+    let sessions = SessionManager::new(session_settings, backends.clone(), Arc::new(keys.clone()));
     let runtime = RuntimeService::new(
         store.clone(),
         &config.region,
@@ -125,13 +128,16 @@ pub async fn build(config: &Config, api_address: std::net::SocketAddr) -> anyhow
         max_body_bytes: config.max_body_bytes,
         max_clock_skew_seconds: config.max_clock_skew_seconds,
         max_payload_bytes: runtime_config.max_payload_bytes,
+        max_tool_payload_bytes: config.interpreter.max_payload_bytes,
         spool_dir: config.data_dir.join("tmp"),
     };
     std::fs::create_dir_all(&settings.spool_dir)
         .with_context(|| format!("creating {}", settings.spool_dir.display()))?;
+    let interpreter = interpreter_service(config, &store, &backends)?;
     let services = Services {
         memory: memory.clone(),
         runtime: Some(runtime.clone()),
+        interpreter: Some(interpreter.clone()),
     };
     let state = AppState::new(settings, keys, store.clone(), services);
     Ok(Built {
@@ -139,8 +145,48 @@ pub async fn build(config: &Config, api_address: std::net::SocketAddr) -> anyhow
         worker,
         memory,
         runtime,
+        interpreter,
         store,
     })
+}
+
+fn interpreter_service(
+    config: &Config,
+    store: &Store,
+    backends: &[Arc<dyn Backend>],
+) -> anyhow::Result<InterpreterService> {
+    let settings = &config.interpreter;
+    let backend = backends
+        .iter()
+        .find(|b| b.tier() == settings.isolation)
+        .cloned()
+        .with_context(|| format!("interpreter.isolation: the {} tier is not available", settings.isolation.name()))?;
+    let environment = Environment::new(&settings.environment_dir);
+    if !environment.is_built() {
+        tracing::warn!(dir = %settings.environment_dir.display(),
+            "the Code Interpreter environment is not built (make interpreter-env): sessions get the host's Python \
+             without data libraries, and no JavaScript");
+    }
+    let session_settings = InterpreterSessionSettings {
+        limits: settings.limits.clone(),
+        egress_enabled: config.runtime.egress,
+        tools: ToolSettings {
+            execution_timeout: Duration::from_secs(settings.execution_timeout_seconds),
+            max_output_bytes: settings.max_output_bytes,
+            max_running_tasks: 16,
+        },
+        warm_pool: settings.warm_pool,
+        max_sessions: settings.max_sessions,
+    };
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let node = format!("{}:{}", host.trim(), config.data_dir.display());
+    Ok(InterpreterService::new(
+        store.clone(),
+        &config.region,
+        node,
+        settings.network_mode.clone(),
+        Sessions::new(session_settings, environment, backend),
+    ))
 }
 
 /// Hides the password of a database URL in messages.
@@ -167,6 +213,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         worker,
         memory,
         runtime,
+        interpreter,
         store,
     } = build(&config, address).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -177,6 +224,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(worker.run(stopped(stop_rx.clone())));
     tasks.spawn(memory.clone().run_extractor(stopped(stop_rx.clone())));
+    // Ends expired Code Interpreter sessions and keeps the warm pool; on stop, ends them all.
+    tasks.spawn(interpreter.run_reaper(stopped(stop_rx.clone())));
     let sweep_every = Duration::from_secs(config.expiry_sweep_seconds);
     let sweeper_store = store.clone();
     let mut sweeper_stop = stop_rx.clone();
