@@ -23,6 +23,8 @@ BINARY = os.environ.get("BERTH_TEST_BINARY", os.path.join(os.path.dirname(__file
 POSTGRES = os.environ.get("BERTH_TEST_POSTGRES_URL")
 # The embedded models (`make models`); without them Berth retrieves records by full text only.
 MODELS = os.environ.get("BERTH_TEST_MODELS_DIR")
+# The Code Interpreter environment (`make interpreter-env`): Python data libraries and Deno.
+INTERPRETER = os.environ.get("BERTH_TEST_INTERPRETER_DIR")
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES else [])
 
 
@@ -59,6 +61,8 @@ class Server:
             args += ["--database-url", postgres_database()]
         if MODELS:
             args += ["--models-dir", MODELS]
+        if INTERPRETER:
+            args += ["--interpreter-dir", INTERPRETER]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_") or k.startswith("BERTH_TEST_")}
         env.setdefault("BERTH_LOG", "warn")
         self.log = open(os.path.join(self.data_dir, "server.log"), "wb")

@@ -14,6 +14,19 @@ pub const PACKAGES_DIR: &str = "/workspace/.python-packages";
 /// Host-side scratch inside the sandbox: task pid files, JavaScript cells.
 pub const SCRATCH_DIR: &str = "/tmp/.berth";
 
+/// Ahead of the environment on `PATH` in sessions without network: a `pip` that says why
+/// installing cannot work instead of retrying a connection for minutes.
+pub const NO_NETWORK_BIN: &str = "/tmp/.berth/bin";
+pub const NO_NETWORK_PIP: &str = r#"#!/bin/sh
+case "$1" in
+  install|download|wheel)
+    echo "pip $1 needs network access, and this code interpreter session has none (network mode SANDBOX)." >&2
+    echo "Create a code interpreter with networkConfiguration.networkMode PUBLIC to install packages." >&2
+    exit 1 ;;
+esac
+exec python3 -m pip "$@"
+"#;
+
 #[derive(Clone, Debug)]
 pub struct Environment {
     /// The built environment, or `None` (the host's Python alone, no JavaScript).
@@ -81,6 +94,9 @@ impl Environment {
             );
         }
         path.push_str("/usr/local/bin:/usr/bin:/bin");
+        if *egress == Egress::Denied {
+            path = format!("{NO_NETWORK_BIN}:{path}");
+        }
         let fixed = [
             ("PATH", path),
             ("HOME", WORKSPACE_MOUNT.into()),

@@ -12,7 +12,7 @@ use berth_sandbox::{Backend, Egress, Limits, Sandbox, SandboxSpec};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::environment::Environment;
+use crate::environment::{Environment, NO_NETWORK_BIN, NO_NETWORK_PIP};
 use crate::kernel;
 use crate::session::{LiveSession, SessionKey, ToolSettings};
 
@@ -79,7 +79,20 @@ impl Sessions {
             .await
             .map_err(|e| format!("could not start a sandbox: {e}"))?;
         let vars = self.environment.variables(&egress);
-        if let Err(e) = kernel::start(&*sandbox, &self.environment.python(), &vars).await {
+        let prepared = async {
+            if egress == Egress::Denied {
+                for name in ["pip", "pip3"] {
+                    let path = format!("{NO_NETWORK_BIN}/{name}");
+                    sandbox
+                        .guest()
+                        .write_file(&path, NO_NETWORK_PIP.as_bytes(), Some(0o755))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            kernel::start(&*sandbox, &self.environment.python(), &vars).await
+        };
+        if let Err(e) = prepared.await {
             sandbox.destroy().await;
             return Err(e);
         }

@@ -10,6 +10,7 @@ use berth_core::{ApiError, Caller};
 use berth_interpreter::{InterpreterService, StreamEvent};
 use berth_wire::{Operation, ServiceModel, eventstream};
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::Value;
 
@@ -25,26 +26,31 @@ pub async fn invoke(
     input: Value,
     request_id: &str,
 ) -> Response {
-    let (session_id, events) = match interpreter.invoke_code_interpreter(&caller, input).await {
+    let (session_id, mut events) = match interpreter.invoke_code_interpreter(&caller, input).await {
         Ok(started) => started,
         Err(e) => {
             let error = operation_error(model, operation, &e.kind(), &e.to_string(), request_id);
             return error_response(&error, request_id);
         }
     };
-    let request_id_owned = request_id.to_string();
-    let frames = futures::stream::unfold(events, move |mut events| {
-        let request_id = request_id_owned.clone();
-        async move {
-            let frame = match events.recv().await? {
-                StreamEvent::Result(result) => eventstream::event("result", &result),
-                StreamEvent::Exception { kind, message } => {
-                    eventstream::exception(&operation_error(model, operation, &kind, &message, &request_id))
-                }
-            };
-            Some((Ok::<Bytes, Infallible>(frame), events))
+    let encode = {
+        let request_id = request_id.to_string();
+        move |event| match event {
+            StreamEvent::Result(result) => eventstream::event("result", &result),
+            StreamEvent::Exception { kind, message } => {
+                eventstream::exception(&operation_error(model, operation, &kind, &message, &request_id))
+            }
         }
+    };
+    // The response starts once the first result is ready: the SDK's helpers (upload_file,
+    // install_packages) return without reading the stream, and their callers expect the
+    // tool's effect to be there when they make the next call.
+    let first = events.recv().await.map(&encode);
+    let rest = futures::stream::unfold(events, move |mut events| {
+        let encode = encode.clone();
+        async move { Some((encode(events.recv().await?), events)) }
     });
+    let frames = futures::stream::iter(first).chain(rest).map(Ok::<Bytes, Infallible>);
     let mut response = Response::new(Body::from_stream(frames));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
