@@ -13,8 +13,9 @@ REQUIREMENTS := tests/conformance/requirements.txt tests/conformance/requirement
 VENV_STAMP := $(VENV)/.berth-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-16)
 
 MODELS ?= $(CACHE)/models
+INTERPRETER ?= $(CACHE)/interpreter
 
-.PHONY: help serve credentials test build bench lint rust-test conformance postgres venv system-deps models
+.PHONY: help serve credentials test build bench lint rust-test conformance postgres venv system-deps models interpreter-env
 
 help:
 	@echo "make serve   build and run Berth on 127.0.0.1:8470 (berth credentials prints the client setup)"
@@ -35,8 +36,8 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q runsc >/dev/null 2>&1 \
 	    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runsc >/dev/null; }; }
 
-serve: build system-deps models
-	BERTH_MODELS_DIR="$(MODELS)" "$(CARGO_TARGET_DIR)/release/berth" serve $(ARGS)
+serve: build system-deps models interpreter-env
+	BERTH_MODELS_DIR="$(MODELS)" BERTH_INTERPRETER_DIR="$(INTERPRETER)" "$(CARGO_TARGET_DIR)/release/berth" serve $(ARGS)
 
 # Shell lines that point AWS clients at the server: eval "$$(make -s credentials)"
 credentials: build
@@ -55,6 +56,10 @@ venv: $(VENV_STAMP)
 models: venv
 	@PYTHON="$(VENV)/bin/python" bash tools/fetch-models.sh "$(MODELS)" >/dev/null
 
+# The Code Interpreter's environment: Python with the data libraries, and Deno (PyPI wheels).
+interpreter-env:
+	@bash tools/build-interpreter-env.sh "$(INTERPRETER)" >/dev/null
+
 postgres:
 	@bash tools/ensure-postgres.sh --drop-test-databases >/dev/null
 
@@ -67,13 +72,15 @@ rust-test: postgres system-deps models
 	BERTH_TEST_MODELS_DIR="$(MODELS)" \
 	  cargo test --workspace --locked
 
-conformance: venv postgres system-deps models
+conformance: venv postgres system-deps models interpreter-env
 	cargo build -p berth --locked
 	BERTH_TEST_BINARY="$(CARGO_TARGET_DIR)/debug/berth" BERTH_TEST_MODELS_DIR="$(MODELS)" \
+	BERTH_TEST_INTERPRETER_DIR="$(INTERPRETER)" \
 	BERTH_TEST_POSTGRES_URL="$$(bash tools/ensure-postgres.sh)" \
 	  "$(VENV)/bin/pytest" -q -p no:cacheprovider tests/conformance
 
 test: lint rust-test conformance
 
-bench: venv system-deps models
-	BENCH_PYTHON="$(VENV)/bin/python" BERTH_MODELS_DIR="$(MODELS)" bash tools/bench.sh $(ARGS)
+bench: venv system-deps models interpreter-env
+	BENCH_PYTHON="$(VENV)/bin/python" BERTH_MODELS_DIR="$(MODELS)" BERTH_INTERPRETER_DIR="$(INTERPRETER)" \
+	  bash tools/bench.sh $(ARGS)

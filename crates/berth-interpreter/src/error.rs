@@ -40,9 +40,9 @@ impl InterpreterError {
 impl ApiError for InterpreterError {
     fn kind(&self) -> ErrorKind {
         match self {
-            InterpreterError::InterpreterNotFound(_) | InterpreterError::SessionNotFound(_) | InterpreterError::NotRunning(_) => {
-                ErrorKind::NotFound
-            }
+            InterpreterError::InterpreterNotFound(_)
+            | InterpreterError::SessionNotFound(_)
+            | InterpreterError::NotRunning(_) => ErrorKind::NotFound,
             InterpreterError::Conflict(_) => ErrorKind::Conflict,
             InterpreterError::Invalid { field, message } => ErrorKind::invalid_field(field.clone(), message.clone()),
             InterpreterError::BadToken => ErrorKind::invalid_field("nextToken", "invalid pagination token"),

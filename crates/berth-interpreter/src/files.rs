@@ -31,12 +31,20 @@ async fn shell(
         cwd: None,
         timeout_ms: Some(60_000),
     };
-    sandbox.guest().exec_collect(spec, 8 * 1024 * 1024).await.map_err(|e| e.to_string())
+    sandbox
+        .guest()
+        .exec_collect(spec, 8 * 1024 * 1024)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Writes every file under a temporary name beside its target, then renames them all; if any
 /// write fails, the temporary files are removed and no target changes.
-pub async fn write(sandbox: &dyn Sandbox, vars: &BTreeMap<String, String>, files: &[(WorkspacePath, Vec<u8>)]) -> Value {
+pub async fn write(
+    sandbox: &dyn Sandbox,
+    vars: &BTreeMap<String, String>,
+    files: &[(WorkspacePath, Vec<u8>)],
+) -> Value {
     let suffix = berth_core::ids::random_alphanumeric(10);
     let temporary = |path: &WorkspacePath| {
         let absolute = path.absolute();
@@ -82,10 +90,7 @@ pub async fn write(sandbox: &dyn Sandbox, vars: &BTreeMap<String, String>, files
         }
     }
     let _ = shell(sandbox, vars, "rm -f -- \"$@\"", written).await;
-    error_result(format!(
-        "no file was written: {}",
-        failure.unwrap_or_default()
-    ))
+    error_result(format!("no file was written: {}", failure.unwrap_or_default()))
 }
 
 /// One result per file: a `resource` block with the text, or the bytes as base64.

@@ -110,7 +110,18 @@ pub async fn run(
             request.timeout.as_secs()
         ),
     };
-    restart(sandbox, python, vars).await?;
+    if let Err(e) = restart(sandbox, python, vars).await {
+        // Under gVisor the limits cover the whole sandbox, so exhausting them ends it.
+        return match ended(sandbox).await {
+            Some(ended) => Ok(Cell {
+                error: true,
+                stderr: format!("{lost}, and {ended}\n"),
+                restarted: Some(lost),
+                ..Cell::default()
+            }),
+            None => Err(e),
+        };
+    }
     Ok(Cell {
         error: true,
         timed_out: answer.is_err(),
@@ -118,6 +129,26 @@ pub async fn run(
         restarted: Some(lost),
         ..Cell::default()
     })
+}
+
+/// Whether the sandbox has ended (waiting up to a second for its end to be seen), and how to
+/// tell the caller.
+pub async fn ended(sandbox: &dyn Sandbox) -> Option<String> {
+    for _ in 0..100 {
+        if !sandbox.is_alive() {
+            let usage = sandbox.usage();
+            let cause = if usage.oom_kills > 0 {
+                " after running out of memory"
+            } else if usage.pids_limit_hits > 0 {
+                " after reaching its process limit"
+            } else {
+                ""
+            };
+            return Some(format!("the session's sandbox ended{cause}; start a new session"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
 }
 
 pub struct CellRequest<'a> {

@@ -51,10 +51,7 @@ pub fn exit_code(status: &ExitStatus) -> i32 {
 }
 
 /// Reads an exec to its end into `stdout` and `stderr` through `record`, which may share them.
-pub async fn drain(
-    mut stream: ExecStream,
-    mut record: impl FnMut(ExecEvent),
-) -> Result<(), SandboxError> {
+pub async fn drain(mut stream: ExecStream, mut record: impl FnMut(ExecEvent)) -> Result<(), SandboxError> {
     while let Some(event) = stream.next().await? {
         record(event);
     }

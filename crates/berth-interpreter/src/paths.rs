@@ -118,9 +118,16 @@ mod tests {
             (".", ""),
         ];
         for (input, expected) in cases {
-            assert_eq!(WorkspacePath::parse(input).map(|p| p.relative).as_deref(), Ok(expected), "{input}");
+            assert_eq!(
+                WorkspacePath::parse(input).map(|p| p.relative).as_deref(),
+                Ok(expected),
+                "{input}"
+            );
         }
-        assert_eq!(WorkspacePath::parse("a/b").map(|p| p.absolute()), Ok("/workspace/a/b".into()));
+        assert_eq!(
+            WorkspacePath::parse("a/b").map(|p| p.absolute()),
+            Ok("/workspace/a/b".into())
+        );
     }
 
     #[test]

@@ -118,7 +118,12 @@ impl InterpreterService {
         let id = ids::resource_id(&name);
         let row = InterpreterRow {
             account_id: caller.account.to_string(),
-            arn: Arn::new(&self.inner.region, &caller.account, format!("code-interpreter-custom/{id}")).to_string(),
+            arn: Arn::new(
+                &self.inner.region,
+                &caller.account,
+                format!("code-interpreter-custom/{id}"),
+            )
+            .to_string(),
             interpreter_id: id.clone(),
             name: name.clone(),
             definition,
@@ -347,7 +352,11 @@ impl InterpreterService {
     /// A READY row whose timeout has passed ended with its sandbox (even if its node is gone).
     fn status(&self, row: &SessionRow) -> &'static str {
         let expired = row.created_at + row.timeout_seconds * 1000 <= self.now();
-        if row.status == READY && !expired { READY } else { TERMINATED }
+        if row.status == READY && !expired {
+            READY
+        } else {
+            TERMINATED
+        }
     }
 
     fn session_view(&self, identifier: &str, row: &SessionRow) -> Value {
@@ -404,16 +413,23 @@ impl InterpreterService {
         let limit = page_size(input.get("maxResults").and_then(Value::as_i64));
         let wanted = text(&input, "status");
         let mut before = match text(&input, "nextToken") {
-            Some(token) => Some(
-                PageToken::decode("ListCodeInterpreterSessions", &token).map_err(|_| InterpreterError::BadToken)?,
-            ),
+            Some(token) => {
+                Some(PageToken::decode("ListCodeInterpreterSessions", &token).map_err(|_| InterpreterError::BadToken)?)
+            }
             None => None,
         };
         // The status filter applies to the derived status, so rows are read until a page is full.
         let mut items = Vec::new();
         let mut next = None;
         loop {
-            let rows = db::list_sessions(self.inner.store.reader(), caller.account.as_str(), &id, before.clone(), limit).await?;
+            let rows = db::list_sessions(
+                self.inner.store.reader(),
+                caller.account.as_str(),
+                &id,
+                before.clone(),
+                limit,
+            )
+            .await?;
             let exhausted = (rows.len() as i64) < limit;
             for row in &rows {
                 if items.len() as i64 == limit {
@@ -451,7 +467,10 @@ impl InterpreterService {
         };
         match ended.await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(sessions = n, "code interpreter sessions of a previous run marked TERMINATED"),
+            Ok(n) => tracing::info!(
+                sessions = n,
+                "code interpreter sessions of a previous run marked TERMINATED"
+            ),
             Err(error) => tracing::warn!(%error, "could not end the previous run's code interpreter sessions"),
         }
         let pool = self.inner.sessions.run_pool(std::future::pending::<()>());

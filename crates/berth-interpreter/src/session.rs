@@ -23,7 +23,10 @@ use crate::tools::{Invocation, Language, error_result, image_block, result, text
 pub enum StreamEvent {
     Result(Value),
     /// A modelled error after the stream started.
-    Exception { kind: ErrorKind, message: String },
+    Exception {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 /// Limits every tool call of a session runs under.
@@ -87,10 +90,7 @@ impl LiveSession {
                 ..
             } => self.execute_python(&code, clear_context).await,
             Invocation::ExecuteCode {
-                language,
-                runner,
-                code,
-                ..
+                language, runner, code, ..
             } => self.execute_script(language, runner.unwrap_or_default(), &code).await,
             Invocation::ExecuteCommand { command } => Ok(self.execute_command(&command).await),
             Invocation::StartCommandExecution { command } => self.start_task(&command).await,
@@ -182,7 +182,8 @@ impl LiveSession {
     }
 
     async fn execute_command(&self, command: &str) -> Value {
-        self.run_to_end(vec!["/bin/bash".into(), "-c".into(), command.into()]).await
+        self.run_to_end(vec!["/bin/bash".into(), "-c".into(), command.into()])
+            .await
     }
 
     /// Runs a program to its end (or its timeout) and reports it like a cell.
@@ -215,7 +216,10 @@ impl LiveSession {
             ));
         }
         if let Err(e) = drained {
-            stderr.push_str(&format!("[the sandbox stopped answering: {e}]\n"));
+            match kernel::ended(&*self.sandbox).await {
+                Some(ended) => stderr.push_str(&format!("[{ended}]\n")),
+                None => stderr.push_str(&format!("[the sandbox stopped answering: {e}]\n")),
+            }
         }
         let code = exit_code(&status);
         result(

@@ -110,12 +110,21 @@ impl Sessions {
     }
 
     /// Starts a session; the caller records it.
-    pub async fn open(&self, key: SessionKey, network_mode: &str, lifetime: Duration) -> Result<Arc<LiveSession>, OpenError> {
+    pub async fn open(
+        &self,
+        key: SessionKey,
+        network_mode: &str,
+        lifetime: Duration,
+    ) -> Result<Arc<LiveSession>, OpenError> {
         if self.live.lock().len() >= self.settings.max_sessions {
             return Err(OpenError::Quota(self.settings.max_sessions));
         }
         let egress = self.egress_for(network_mode);
-        let warm = if egress == Egress::Denied { self.take_warm() } else { None };
+        let warm = if egress == Egress::Denied {
+            self.take_warm()
+        } else {
+            None
+        };
         let sandbox = match warm {
             Some(sandbox) => {
                 self.refill.notify_one();
@@ -189,7 +198,11 @@ impl Sessions {
                     }
                 }
             }
-            let retry = Duration::from_secs(if failures > 0 { 5u64.saturating_mul(failures.into()).min(300) } else { 3600 });
+            let retry = Duration::from_secs(if failures > 0 {
+                5u64.saturating_mul(failures.into()).min(300)
+            } else {
+                3600
+            });
             tokio::select! {
                 () = &mut stop => break,
                 () = self.refill.notified() => {}

@@ -47,7 +47,9 @@ const SESSION_COLUMNS: &str =
 fn interpreter_row(row: &AnyRow) -> Result<InterpreterRow> {
     let definition: String = row.try_get("definition")?;
     let Ok(Value::Object(definition)) = serde_json::from_str(&definition) else {
-        return Err(StoreError::Corrupt(format!("expected a JSON object, found `{definition}`")));
+        return Err(StoreError::Corrupt(format!(
+            "expected a JSON object, found `{definition}`"
+        )));
     };
     Ok(InterpreterRow {
         account_id: row.try_get("account_id")?,
@@ -103,7 +105,8 @@ pub async fn interpreter<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
     account_id: &str,
     interpreter_id: &str,
 ) -> Result<Option<InterpreterRow>> {
-    let sql = format!("SELECT {INTERPRETER_COLUMNS} FROM code_interpreters WHERE account_id = $1 AND interpreter_id = $2");
+    let sql =
+        format!("SELECT {INTERPRETER_COLUMNS} FROM code_interpreters WHERE account_id = $1 AND interpreter_id = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(account_id)
         .bind(interpreter_id)

@@ -78,7 +78,9 @@ impl Task {
             .await;
             let mut state = running.state.lock();
             if let Err(e) = drained {
-                state.stderr.push(format!("\nthe task's sandbox stopped answering: {e}\n").as_bytes());
+                state
+                    .stderr
+                    .push(format!("\nthe task's sandbox stopped answering: {e}\n").as_bytes());
             }
             state.status = match (state.canceled, state.exit_code) {
                 (true, _) => "canceled",

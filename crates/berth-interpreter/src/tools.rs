@@ -29,14 +29,30 @@ pub enum Invocation {
         code: String,
         clear_context: bool,
     },
-    ExecuteCommand { command: String },
-    StartCommandExecution { command: String },
-    GetTask { task_id: String },
-    StopTask { task_id: String },
-    WriteFiles { files: Vec<(WorkspacePath, Vec<u8>)> },
-    ReadFiles { paths: Vec<WorkspacePath> },
-    ListFiles { directory: WorkspacePath },
-    RemoveFiles { paths: Vec<WorkspacePath> },
+    ExecuteCommand {
+        command: String,
+    },
+    StartCommandExecution {
+        command: String,
+    },
+    GetTask {
+        task_id: String,
+    },
+    StopTask {
+        task_id: String,
+    },
+    WriteFiles {
+        files: Vec<(WorkspacePath, Vec<u8>)>,
+    },
+    ReadFiles {
+        paths: Vec<WorkspacePath>,
+    },
+    ListFiles {
+        directory: WorkspacePath,
+    },
+    RemoveFiles {
+        paths: Vec<WorkspacePath>,
+    },
 }
 
 fn field(name: &str) -> String {
@@ -54,7 +70,11 @@ fn required_text(arguments: &Value, name: &str, tool: &str) -> Result<String> {
 }
 
 fn paths(arguments: &Value, tool: &str) -> Result<Vec<WorkspacePath>> {
-    let Some(list) = arguments.get("paths").and_then(Value::as_array).filter(|l| !l.is_empty()) else {
+    let Some(list) = arguments
+        .get("paths")
+        .and_then(Value::as_array)
+        .filter(|l| !l.is_empty())
+    else {
         return Err(InterpreterError::invalid(
             field("paths"),
             format!("{tool} needs a non-empty list of `paths`"),
@@ -64,7 +84,8 @@ fn paths(arguments: &Value, tool: &str) -> Result<Vec<WorkspacePath>> {
         .enumerate()
         .map(|(i, path)| {
             let path = path.as_str().unwrap_or_default();
-            let parsed = WorkspacePath::parse(path).map_err(|e| InterpreterError::invalid(format!("arguments.paths[{i}]"), e))?;
+            let parsed = WorkspacePath::parse(path)
+                .map_err(|e| InterpreterError::invalid(format!("arguments.paths[{i}]"), e))?;
             if parsed.is_root() {
                 return Err(InterpreterError::invalid(
                     format!("arguments.paths[{i}]"),
@@ -115,9 +136,11 @@ impl Invocation {
                 ExecuteCode {
                     language,
                     runner,
-                    code: arguments.get("code").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
-                        InterpreterError::invalid(field("code"), "executeCode needs `code`")
-                    })?,
+                    code: arguments
+                        .get("code")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| InterpreterError::invalid(field("code"), "executeCode needs `code`"))?,
                     clear_context: arguments.get("clearContext").and_then(Value::as_bool).unwrap_or(false),
                 }
             }
@@ -166,7 +189,11 @@ use Invocation::*;
 
 /// Every entry checked and decoded before anything is written: all or nothing.
 fn files_to_write(arguments: &Value) -> Result<Vec<(WorkspacePath, Vec<u8>)>> {
-    let Some(entries) = arguments.get("content").and_then(Value::as_array).filter(|l| !l.is_empty()) else {
+    let Some(entries) = arguments
+        .get("content")
+        .and_then(Value::as_array)
+        .filter(|l| !l.is_empty())
+    else {
         return Err(InterpreterError::invalid(
             field("content"),
             "writeFiles needs a non-empty list of `content` entries ({path, text} or {path, blob})",
@@ -248,13 +275,33 @@ mod tests {
     fn bad_arguments_name_their_field() {
         let cases = [
             ("executeCode", json!({}), "arguments.code"),
-            ("executeCode", json!({"code": "1", "language": "ruby"}), "arguments.language"),
-            ("executeCode", json!({"code": "1", "runtime": "deno"}), "arguments.runtime"),
+            (
+                "executeCode",
+                json!({"code": "1", "language": "ruby"}),
+                "arguments.language",
+            ),
+            (
+                "executeCode",
+                json!({"code": "1", "runtime": "deno"}),
+                "arguments.runtime",
+            ),
             ("executeCommand", json!({"command": "  "}), "arguments.command"),
             ("writeFiles", json!({"content": []}), "arguments.content"),
-            ("writeFiles", json!({"content": [{"path": "a", "blob": "!!"}]}), "arguments.content[0].blob"),
-            ("writeFiles", json!({"content": [{"path": "../a", "text": "x"}]}), "arguments.content[0].path"),
-            ("writeFiles", json!({"content": [{"path": "a", "text": "x", "blob": "eA=="}]}), "arguments.content[0].text"),
+            (
+                "writeFiles",
+                json!({"content": [{"path": "a", "blob": "!!"}]}),
+                "arguments.content[0].blob",
+            ),
+            (
+                "writeFiles",
+                json!({"content": [{"path": "../a", "text": "x"}]}),
+                "arguments.content[0].path",
+            ),
+            (
+                "writeFiles",
+                json!({"content": [{"path": "a", "text": "x", "blob": "eA=="}]}),
+                "arguments.content[0].text",
+            ),
             ("readFiles", json!({"paths": ["/etc/passwd"]}), "arguments.paths[0]"),
             ("removeFiles", json!({"paths": ["."]}), "arguments.paths[0]"),
             ("listFiles", json!({"path": "/root"}), "arguments.path"),

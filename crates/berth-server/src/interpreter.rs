@@ -54,7 +54,10 @@ pub async fn invoke(
     let mut response = Response::new(Body::from_stream(frames));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(eventstream::CONTENT_TYPE));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(eventstream::CONTENT_TYPE),
+    );
     if let Ok(value) = HeaderValue::from_str(&session_id) {
         headers.insert(SESSION_HEADER, value);
     }

@@ -219,10 +219,28 @@ impl Registry {
         }
 
         if let Some(interpreter) = &services.interpreter {
-            value_operation!(table, Control, "CreateCodeInterpreter", interpreter, create_code_interpreter);
+            value_operation!(
+                table,
+                Control,
+                "CreateCodeInterpreter",
+                interpreter,
+                create_code_interpreter
+            );
             value_operation!(table, Control, "GetCodeInterpreter", interpreter, get_code_interpreter);
-            value_operation!(table, Control, "DeleteCodeInterpreter", interpreter, delete_code_interpreter);
-            value_operation!(table, Control, "ListCodeInterpreters", interpreter, list_code_interpreters);
+            value_operation!(
+                table,
+                Control,
+                "DeleteCodeInterpreter",
+                interpreter,
+                delete_code_interpreter
+            );
+            value_operation!(
+                table,
+                Control,
+                "ListCodeInterpreters",
+                interpreter,
+                list_code_interpreters
+            );
             value_operation!(
                 table,
                 Data,

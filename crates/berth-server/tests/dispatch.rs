@@ -35,7 +35,11 @@ async fn state(dir: &tempfile::TempDir) -> AppState {
         ServerSettings::default(),
         keys,
         store,
-        Services { memory, runtime: None, interpreter: None },
+        Services {
+            memory,
+            runtime: None,
+            interpreter: None,
+        },
     )
 }
 

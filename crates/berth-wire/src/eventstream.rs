@@ -78,6 +78,11 @@ mod tests {
         let message = read_message_from(exception(&error)).expect("decodes");
         assert_eq!(header(&message, ":message-type"), "exception");
         assert_eq!(header(&message, ":exception-type"), "internalServerException");
-        assert_eq!(serde_json::from_slice::<Value>(message.payload()).ok().and_then(|v| v["message"].as_str().map(String::from)), Some("boom".into()));
+        assert_eq!(
+            serde_json::from_slice::<Value>(message.payload())
+                .ok()
+                .and_then(|v| v["message"].as_str().map(String::from)),
+            Some("boom".into())
+        );
     }
 }

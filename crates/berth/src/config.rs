@@ -217,7 +217,11 @@ impl RuntimeConfig {
         if !(1..=3600).contains(&startup_timeout_seconds) {
             bail!("runtime.startup_timeout_seconds: must be between 1 and 3600");
         }
-        let isolation = tier("runtime.isolation", file.isolation.as_deref(), berth_sandbox::Tier::Namespace)?;
+        let isolation = tier(
+            "runtime.isolation",
+            file.isolation.as_deref(),
+            berth_sandbox::Tier::Namespace,
+        )?;
         Ok(RuntimeConfig {
             isolation,
             egress: file.egress.unwrap_or(true),

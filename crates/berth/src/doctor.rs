@@ -214,7 +214,14 @@ pub async fn run(config: Config) -> anyhow::Result<bool> {
                     ),
                 );
                 let memory = MemoryService::new(store.clone(), &config.region);
-                let registry = Registry::new(&Services { memory, runtime: None, interpreter: None }, &store);
+                let registry = Registry::new(
+                    &Services {
+                        memory,
+                        runtime: None,
+                        interpreter: None,
+                    },
+                    &store,
+                );
                 report.line(
                     true,
                     "memory",

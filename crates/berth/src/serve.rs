@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_core::SystemClock;
-use berth_interpreter::{Environment, InterpreterService, SessionSettings as InterpreterSessionSettings, Sessions, ToolSettings};
+use berth_interpreter::{
+    Environment, InterpreterService, SessionSettings as InterpreterSessionSettings, Sessions, ToolSettings,
+};
 use berth_memory::MemoryService;
 use berth_runtime::{RuntimeService, SessionManager, SessionSettings};
 use berth_sandbox::gvisor::{GvisorBackend, GvisorSettings};
@@ -160,7 +162,12 @@ fn interpreter_service(
         .iter()
         .find(|b| b.tier() == settings.isolation)
         .cloned()
-        .with_context(|| format!("interpreter.isolation: the {} tier is not available", settings.isolation.name()))?;
+        .with_context(|| {
+            format!(
+                "interpreter.isolation: the {} tier is not available",
+                settings.isolation.name()
+            )
+        })?;
     let environment = Environment::new(&settings.environment_dir);
     if !environment.is_built() {
         tracing::warn!(dir = %settings.environment_dir.display(),
