@@ -177,6 +177,50 @@ def test_cli_invoke_streams(server, agent):
     assert 'data: {"delta": "x"}' in out.stdout and 'data: {"delta": "y"}' in out.stdout
 
 
+def command_events(dp, agent, sid, command, timeout=None):
+    body = {"command": command} if timeout is None else {"command": command, "timeout": timeout}
+    response = dp.invoke_agent_runtime_command(agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId=sid, body=body)
+    assert response["runtimeSessionId"] == sid
+    return [event["chunk"] for event in response["stream"]]
+
+
+def test_flow_23_commands_run_in_the_session_sandbox(dp, agent):
+    sid = session_id()
+    # The agent's state and the command's sandbox are one: a file the agent can see.
+    _, counted = invoke(dp, agent, {"op": "count"}, sid)
+    chunks = command_events(dp, agent, sid, "ls /app; echo to-stderr >&2; echo $PPID > /tmp/marker; exit 3")
+    assert chunks[0] == {"contentStart": {}}
+    stdout = "".join(c["contentDelta"].get("stdout", "") for c in chunks if "contentDelta" in c)
+    stderr = "".join(c["contentDelta"].get("stderr", "") for c in chunks if "contentDelta" in c)
+    assert "main.py" in stdout.split() and stderr == "to-stderr\n"
+    assert chunks[-1] == {"contentStop": {"exitCode": 3, "status": "COMPLETED"}}
+    # Same sandbox: the file written by the first command is there for the second, and the
+    # agent's process is visible; another session sees neither.
+    same = command_events(dp, agent, sid, f"cat /tmp/marker >/dev/null && kill -0 {counted['pid']} && echo same")
+    assert same[-1]["contentStop"]["exitCode"] == 0 and any(c.get("contentDelta", {}).get("stdout") == "same\n" for c in same)
+    other = command_events(dp, agent, session_id(), "test -e /tmp/marker")
+    assert other[-1]["contentStop"]["exitCode"] == 1
+    # Output streams while the command runs, and a command past its timeout is ended.
+    started = time.time()
+    timed = command_events(dp, agent, sid, "echo begin; sleep 100", timeout=1)
+    assert time.time() - started < 10
+    assert timed[1] == {"contentDelta": {"stdout": "begin\n"}}
+    assert timed[-1] == {"contentStop": {"exitCode": -1, "status": "TIMED_OUT"}}
+    # The session keeps working after all that.
+    assert invoke(dp, agent, {"op": "count"}, sid)[1]["count"] == 2
+
+    from botocore.config import Config
+    unchecked = boto3.client("bedrock-agentcore", config=Config(parameter_validation=False))
+    for body, field in [({"command": "ls", "timeout": 0}, "body.timeout"), ({"command": ""}, "body.command")]:
+        with pytest.raises(ClientError) as bad:
+            unchecked.invoke_agent_runtime_command(agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId=sid, body=body)
+        assert bad.value.response["Error"]["Code"] == "ValidationException", body
+    with pytest.raises(ClientError) as missing:
+        dp.invoke_agent_runtime_command(agentRuntimeArn=agent["agentRuntimeArn"], runtimeSessionId=sid,
+                                        qualifier="nope", body={"command": "ls"})
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
 def test_versions_endpoints_and_bad_input(server, cp, dp, agent):
     runtime_id = agent["agentRuntimeId"]
     with pytest.raises(ClientError) as duplicate:

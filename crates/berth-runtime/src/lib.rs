@@ -2,12 +2,14 @@
 //! code bundles built into environments, and one sandbox per runtime session (data plane).
 
 pub mod build;
+pub mod command;
 pub mod error;
 pub mod model;
 pub mod service;
 pub mod sessions;
 pub mod store;
 
+pub use command::{CommandEvent, CommandRequest};
 pub use error::RuntimeError;
 pub use service::RuntimeService;
 pub use sessions::{AgentResponse, RequestBody, SessionManager, SessionSettings, request_body};

@@ -14,7 +14,8 @@ use sha2::Digest;
 use crate::build::{self, BuildContext, BuiltVersion};
 use crate::error::{Result, RuntimeError};
 use crate::model::*;
-use crate::sessions::{AgentRequest, AgentResponse, RequestBody, SessionManager, SessionTarget};
+use crate::command::{self, CommandEvent, CommandRequest};
+use crate::sessions::{AgentRequest, AgentResponse, RequestBody, Session, SessionManager, SessionTarget};
 use crate::store::{self as db, ArtifactRow, EndpointRow, RuntimeRow, VersionRow};
 
 const JOB_BUILD: &str = "runtime.build";
@@ -919,13 +920,8 @@ impl RuntimeService {
         Ok((runtime, version))
     }
 
-    pub async fn invoke_agent_runtime(
-        &self,
-        caller: &Caller,
-        input: &Value,
-        headers: Vec<(String, String)>,
-        payload: RequestBody,
-    ) -> Result<AgentResponse> {
+    /// The session an invocation or command names, started if it is not running.
+    async fn session_for(&self, caller: &Caller, input: &Value) -> Result<Arc<Session>> {
         let session_id = text(input, "runtimeSessionId")
             .ok_or_else(|| RuntimeError::invalid("runtimeSessionId", "a session id is required"))?;
         let (runtime, version) = self.invocation_target(caller, input).await?;
@@ -946,8 +942,39 @@ impl RuntimeService {
             code: &code,
             built: BuiltVersion::new(&self.runtimes_dir(), &runtime.runtime_id, version.version),
         };
-        let session = self.inner.sessions.session(target, &session_id).await?;
+        self.inner.sessions.session(target, &session_id).await
+    }
+
+    pub async fn invoke_agent_runtime(
+        &self,
+        caller: &Caller,
+        input: &Value,
+        headers: Vec<(String, String)>,
+        payload: RequestBody,
+    ) -> Result<AgentResponse> {
+        let session = self.session_for(caller, input).await?;
         session.invoke(AgentRequest { headers, body: payload }).await
+    }
+
+    /// GetAgentCard: the A2A agent's card, from the session named (one is started if needed).
+    pub async fn get_agent_card(&self, caller: &Caller, mut input: Value) -> Result<Value> {
+        if text(&input, "runtimeSessionId").is_none() {
+            input["runtimeSessionId"] = json!(format!("{}-{}", ids::request_id(), ids::random_alphanumeric(8)));
+        }
+        let session = self.session_for(caller, &input).await?;
+        let card = session.agent_card().await?;
+        Ok(json!({"runtimeSessionId": input["runtimeSessionId"], "agentCard": card}))
+    }
+
+    /// InvokeAgentRuntimeCommand: the request is checked before a session starts for it.
+    pub async fn invoke_agent_runtime_command(
+        &self,
+        caller: &Caller,
+        input: &Value,
+    ) -> Result<tokio::sync::mpsc::Receiver<CommandEvent>> {
+        let request = CommandRequest::parse(input)?;
+        let session = self.session_for(caller, input).await?;
+        command::run(session, request).await
     }
 
     pub async fn stop_runtime_session(&self, caller: &Caller, input: Value) -> Result<Value> {

@@ -25,6 +25,10 @@ use crate::model::{CodeConfiguration, Definition};
 const SERVICE_LOG_LIMIT: u64 = 8 * 1024 * 1024;
 const PING_INTERVAL: Duration = Duration::from_millis(10);
 const ERROR_BODY_LIMIT: usize = 4096;
+const MCP: &str = "MCP";
+const A2A: &str = "A2A";
+const MCP_SESSION_HEADER: &str = "mcp-session-id";
+const AGENT_CARD_PATH: &str = "/.well-known/agent-card.json";
 
 /// Settings sessions need from the server's configuration.
 #[derive(Clone, Debug)]
@@ -65,6 +69,8 @@ pub struct Session {
     key: SessionKey,
     version: i64,
     sandbox: Arc<dyn Sandbox>,
+    /// `serverProtocol`: HTTP, MCP, A2A or AGUI.
+    protocol: String,
     port: u16,
     path: String,
     started: Instant,
@@ -73,6 +79,8 @@ pub struct Session {
     idle_timeout: Duration,
     max_lifetime: Duration,
     access_key_id: String,
+    /// The agent's environment; commands run with it too.
+    env: BTreeMap<String, String>,
 }
 
 /// What `/health` and the metrics show of a session.
@@ -172,7 +180,7 @@ impl SessionManager {
 
     async fn start(&self, key: SessionKey, target: SessionTarget<'_>) -> Result<Session> {
         let definition = target.definition;
-        let (_, port, path) = definition.protocol();
+        let (protocol, port, path) = definition.protocol();
         let (idle, max_lifetime) = definition.lifecycle();
         let egress = self.settings.egress_for(definition.network_mode());
         let api_port = self.settings.api_address.port();
@@ -192,10 +200,12 @@ impl SessionManager {
             .await
             .map_err(|e| RuntimeError::Internal(format!("could not start a sandbox: {e}")))?;
         let (key_id, secret) = self.issuer.issue_data_plane_key(target.account);
+        let env = self.environment(&target, &egress, api_port, &key_id, &secret);
         let session = Session {
             key,
             version: target.version,
             sandbox,
+            protocol,
             port,
             path,
             started: Instant::now(),
@@ -203,12 +213,12 @@ impl SessionManager {
             active: AtomicUsize::new(0),
             idle_timeout: Duration::from_secs(idle),
             max_lifetime: Duration::from_secs(max_lifetime),
-            access_key_id: key_id.clone(),
+            access_key_id: key_id,
+            env,
         };
-        let env = self.environment(&target, &egress, api_port, &key_id, &secret);
         let service = ServiceSpec {
             argv: entry_command(target.code),
-            env,
+            env: session.env.clone(),
             cwd: Some(APP_MOUNT.into()),
             log_limit_bytes: SERVICE_LOG_LIMIT,
         };
@@ -427,6 +437,14 @@ impl Session {
         *self.last_active.lock() = Instant::now();
     }
 
+    pub(crate) fn sandbox(&self) -> &Arc<dyn Sandbox> {
+        &self.sandbox
+    }
+
+    pub(crate) fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
     /// Sends one HTTP/1.1 request to the agent over a fresh guest connection.
     async fn send<B>(
         &self,
@@ -480,11 +498,22 @@ impl Session {
         Ok(json["status"].as_str().unwrap_or("Healthy").to_string())
     }
 
+    /// Whether the agent is ready for requests: `/ping` answers 200 (spec §3.2). MCP servers
+    /// have no `/ping` in the MCP guide's examples, so for them any HTTP answer will do.
+    async fn is_ready(&self) -> std::result::Result<(), String> {
+        if self.protocol != MCP {
+            return self.ping().await.map(drop);
+        }
+        self.send(http::Method::GET, "/ping", &[], Empty::<Bytes>::new())
+            .await
+            .map(drop)
+    }
+
     async fn wait_healthy(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let last_error = match self.ping().await {
-                Ok(_) => return Ok(()),
+            let last_error = match self.is_ready().await {
+                Ok(()) => return Ok(()),
                 Err(e) => e,
             };
             let status = self.sandbox.guest().service_status().await.unwrap_or_default();
@@ -514,9 +543,17 @@ impl Session {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// Proxies one invocation; the response streams back as the agent writes it.
-    pub async fn invoke(self: &Arc<Self>, request: AgentRequest) -> Result<AgentResponse> {
+    /// Proxies one invocation; the response streams back as the agent writes it. An MCP
+    /// request without `Mcp-Session-Id` gets the runtime session's id as one (spec §3.5), and
+    /// the response carries it back unless the server chose its own.
+    pub async fn invoke(self: &Arc<Self>, mut request: AgentRequest) -> Result<AgentResponse> {
         let activity = Activity::new(self.clone());
+        let added_mcp_session = (self.protocol == MCP
+            && !request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(MCP_SESSION_HEADER)))
+        .then(|| self.key.session_id.clone());
+        if let Some(id) = &added_mcp_session {
+            request.headers.push((MCP_SESSION_HEADER.into(), id.clone()));
+        }
         let response = self
             .send(http::Method::POST, &self.path, &request.headers, request.body)
             .await
@@ -527,11 +564,16 @@ impl Session {
                 ))
             })?;
         let status = response.status().as_u16();
-        let headers = response
+        let mut headers: Vec<(String, String)> = response
             .headers()
             .iter()
             .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
             .collect();
+        if let Some(id) = added_mcp_session
+            && !headers.iter().any(|(name, _)| name == MCP_SESSION_HEADER)
+        {
+            headers.push((MCP_SESSION_HEADER.into(), id));
+        }
         if status >= 400 {
             let body = response
                 .into_body()
@@ -553,14 +595,44 @@ impl Session {
             },
         })
     }
+
+    /// GetAgentCard: the A2A agent's `/.well-known/agent-card.json`.
+    pub async fn agent_card(self: &Arc<Self>) -> Result<serde_json::Value> {
+        if self.protocol != A2A {
+            return Err(RuntimeError::invalid(
+                "agentRuntimeArn",
+                format!("agent cards are served by A2A runtimes; this one serves {}", self.protocol),
+            ));
+        }
+        let _activity = Activity::new(self.clone());
+        let response = self
+            .send(http::Method::GET, AGENT_CARD_PATH, &[], Empty::<Bytes>::new())
+            .await
+            .map_err(|e| RuntimeError::Agent(format!("the agent could not be reached: {e}")))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| RuntimeError::Agent(format!("the agent card could not be read: {e}")))?
+            .to_bytes();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_LIMIT)]).into_owned();
+            return Err(RuntimeError::Agent(format!(
+                "Received error ({status}) from runtime for {AGENT_CARD_PATH}: {text}"
+            )));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| RuntimeError::Agent(format!("the agent card is not JSON: {e}")))
+    }
 }
 
 /// Counts an invocation as active from its start until its response body is dropped, so a
 /// long stream keeps the session from being reaped as idle.
-struct Activity(Arc<Session>);
+pub(crate) struct Activity(Arc<Session>);
 
 impl Activity {
-    fn new(session: Arc<Session>) -> Self {
+    pub(crate) fn new(session: Arc<Session>) -> Self {
         session.active.fetch_add(1, Ordering::SeqCst);
         session.touch();
         Activity(session)

@@ -19,7 +19,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::auth::ensure_host;
-use crate::operations::{INVOKE, INVOKE_TOOL};
+use crate::operations::{INVOKE, INVOKE_COMMAND, INVOKE_TOOL};
 use crate::spool::{self, SpoolError};
 use crate::state::AppState;
 
@@ -36,7 +36,8 @@ const MAX_PRESIGN_SECONDS: u64 = 7 * 24 * 60 * 60;
 const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const IN_FLIGHT_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Moves output members the model binds to headers out of the JSON body.
+/// Moves output members the model binds to headers out of the JSON body, and makes a payload
+/// member (GetAgentCard's `agentCard`) the whole body.
 fn bind_output_headers(model: &ServiceModel, operation: &Operation, response: &mut Response, body: &mut Vec<u8>) {
     let Some(shape) = operation.output.as_ref().and_then(|o| model.shape(&o.shape)) else {
         return;
@@ -46,7 +47,7 @@ fn bind_output_headers(model: &ServiceModel, operation: &Operation, response: &m
         .iter()
         .filter(|(_, m)| m.location == Some(Location::Header))
         .collect();
-    if header_members.is_empty() {
+    if header_members.is_empty() && shape.payload.is_none() {
         return;
     }
     let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
@@ -61,7 +62,11 @@ fn bind_output_headers(model: &ServiceModel, operation: &Operation, response: &m
             }
         }
     }
-    *body = serde_json::to_vec(&object).unwrap_or_default();
+    *body = match &shape.payload {
+        Some(payload) => serde_json::to_vec(&object.remove(payload).unwrap_or(Value::Null)),
+        None => serde_json::to_vec(&object),
+    }
+    .unwrap_or_default();
 }
 
 fn operation_response(
@@ -309,6 +314,11 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
             &request_id,
         )
         .await;
+    }
+    if operation.name == INVOKE_COMMAND
+        && let Some(runtime) = &inner.registry.runtime
+    {
+        return crate::command::invoke(runtime, model, operation, caller, input, &request_id).await;
     }
     if operation.name == INVOKE_TOOL
         && let Some(interpreter) = &inner.registry.interpreter

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::dispatch::{error_response, operation_error};
 use crate::spool::Spooled;
 
-const SESSION_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-session-id";
+pub(crate) const SESSION_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-session-id";
 const REQUEST_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-request-id";
 const CUSTOM_PREFIX: &str = "x-amzn-bedrock-agentcore-runtime-custom-";
 /// Caller headers passed to the agent as they are, and echoed back where the model says so.
@@ -64,9 +64,13 @@ pub async fn invoke(
     request_id: &str,
 ) -> Response {
     // SDKs always send a session id (it is an idempotency token); plain HTTP callers may not.
+    // An MCP client sends back the `Mcp-Session-Id` it was given, which names its session.
     let session_id = match input.get("runtimeSessionId").and_then(Value::as_str) {
         Some(id) => id.to_string(),
-        None => format!("{}-{}", ids::request_id(), ids::random_alphanumeric(8)),
+        None => match caller_headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) {
+            Some(mcp_session) => mcp_session.to_string(),
+            None => format!("{}-{}", ids::request_id(), ids::random_alphanumeric(8)),
+        },
     };
     input["runtimeSessionId"] = json!(session_id);
     let mut headers = agent_headers(caller_headers, &session_id, request_id);

@@ -8,7 +8,9 @@
 //! This is the only crate that knows axum; services receive typed inputs and a caller.
 
 pub mod auth;
+pub mod command;
 pub mod dispatch;
+pub mod event_stream;
 pub mod generic;
 pub mod interpreter;
 pub mod invoke;

@@ -24,6 +24,7 @@ use crate::generic::Generic;
 pub const INVOKE: &str = "InvokeAgentRuntime";
 /// Its response is an event stream (see `interpreter`).
 pub const INVOKE_TOOL: &str = "InvokeCodeInterpreter";
+pub const INVOKE_COMMAND: &str = "InvokeAgentRuntimeCommand";
 use crate::state::Services;
 
 /// A failed operation, before it is encoded for the wire.
@@ -216,6 +217,7 @@ impl Registry {
                 list_agent_runtime_endpoints
             );
             value_operation!(table, Data, "StopRuntimeSession", runtime, stop_runtime_session);
+            value_operation!(table, Data, "GetAgentCard", runtime, get_agent_card);
         }
 
         if let Some(interpreter) = &services.interpreter {
@@ -292,7 +294,7 @@ impl Registry {
     /// Whether an operation has a handler, streaming ones included.
     pub fn implements(&self, plane: Plane, operation: &str) -> bool {
         self.get(plane, operation).is_some()
-            || (plane == Plane::Data && operation == INVOKE && self.runtime.is_some())
+            || (plane == Plane::Data && (operation == INVOKE || operation == INVOKE_COMMAND) && self.runtime.is_some())
             || (plane == Plane::Data && operation == INVOKE_TOOL && self.interpreter.is_some())
     }
 
@@ -305,6 +307,7 @@ impl Registry {
             .collect();
         if self.runtime.is_some() {
             names.push((Plane::Data, INVOKE));
+            names.push((Plane::Data, INVOKE_COMMAND));
         }
         if self.interpreter.is_some() {
             names.push((Plane::Data, INVOKE_TOOL));

@@ -1,4 +1,4 @@
-//! `berth deploy PATH --name NAME`: package a local agent project, create or update its
+//! `berth deploy PATH --name NAME [--protocol HTTP|MCP|A2A]`: package a local agent project, create or update its
 //! runtime, wait until it is READY, and print its identifiers. `berth invoke`: call it.
 
 use std::io::Write;
@@ -42,6 +42,9 @@ pub struct DeployArgs {
     /// PUBLIC (egress to any domain) or VPC (the configured allowlist only)
     #[arg(long, default_value = "PUBLIC")]
     pub network_mode: String,
+    /// What the agent serves: HTTP (/invocations on 8080), MCP (/mcp on 8000) or A2A (/ on 9000)
+    #[arg(long, default_value = "HTTP", value_parser = ["HTTP", "MCP", "A2A"])]
+    pub protocol: String,
     /// Environment variables for the agent, NAME=VALUE (repeatable)
     #[arg(long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
@@ -170,7 +173,7 @@ pub async fn deploy(client: &Client, args: &DeployArgs) -> anyhow::Result<Value>
         }},
         "roleArn": "arn:aws:iam::000000000000:role/berth-deploy",
         "networkConfiguration": {"networkMode": args.network_mode},
-        "protocolConfiguration": {"serverProtocol": "HTTP"},
+        "protocolConfiguration": {"serverProtocol": args.protocol},
     });
     if !environment.is_empty() {
         definition["environmentVariables"] = Value::Object(environment);

@@ -1,0 +1,164 @@
+"""Runtime protocols (spec §3.5, §7 flows 16 and 20): an MCP server and an A2A agent hosted as
+runtimes, reached with the official `mcp` client and through boto3."""
+
+import asyncio
+import json
+import os
+import subprocess
+import urllib.parse
+import uuid
+
+import boto3
+import httpx
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError
+
+from conftest import BINARY, Server
+
+AGENTS = os.path.join(os.path.dirname(__file__), "agents")
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = Server("sqlite")
+    saved = dict(os.environ)
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update(server.environ())
+    boto3.DEFAULT_SESSION = None
+    yield server
+    os.environ.clear()
+    os.environ.update(saved)
+    boto3.DEFAULT_SESSION = None
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def dp(server):
+    return boto3.client("bedrock-agentcore")
+
+
+def deploy(server, agent, protocol):
+    name = f"{protocol.lower()}_" + uuid.uuid4().hex[:8]
+    out = subprocess.run(
+        [BINARY, "deploy", os.path.join(AGENTS, agent), "--name", name, "--protocol", protocol,
+         "--data-dir", server.data_dir, "--listen", f"127.0.0.1:{server.port}"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def invocation_url(server, arn):
+    return f"{server.endpoint}/runtimes/{urllib.parse.quote(arn, safe='')}/invocations?qualifier=DEFAULT"
+
+
+class AwsSigV4(httpx.Auth):
+    """Signs each request with the caller's AWS credentials, as an MCP client does to reach an
+    IAM-authorized AgentCore runtime."""
+
+    requires_request_body = True
+    UNSIGNED = {"connection", "user-agent", "accept-encoding"}
+
+    def __init__(self, region):
+        self.credentials = boto3.Session().get_credentials()
+        self.region = region
+
+    def auth_flow(self, request):
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in self.UNSIGNED}
+        signed = AWSRequest(method=request.method, url=str(request.url), data=request.content, headers=headers)
+        SigV4Auth(self.credentials, "bedrock-agentcore", self.region).add_auth(signed)
+        request.headers.update(dict(signed.headers))
+        yield request
+
+
+@pytest.fixture(scope="module")
+def mcp_runtime(server):
+    return deploy(server, "mcp", "MCP")
+
+
+@pytest.fixture(scope="module")
+def a2a_runtime(server):
+    return deploy(server, "a2a", "A2A")
+
+
+def test_flow_16_mcp_server_through_the_official_client(server, mcp_runtime):
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    url = invocation_url(server, mcp_runtime["agentRuntimeArn"])
+
+    async def session_calls():
+        http = create_mcp_http_client(auth=AwsSigV4(boto3.Session().region_name))
+        async with http, streamable_http_client(url, http_client=http) as (read, write, session_id):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                mcp_session = session_id()
+                tools = {t.name for t in (await session.list_tools()).tools}
+                added = await session.call_tool("add_numbers", {"a": 2, "b": 40})
+                first = await session.call_tool("sandbox_pid", {})
+                second = await session.call_tool("sandbox_pid", {})
+                return mcp_session, tools, added, first, second
+
+    mcp_session, tools, added, first, second = asyncio.run(session_calls())
+    # The platform gave the session an id, and every request of the session reached one sandbox.
+    assert mcp_session and len(mcp_session) >= 33
+    assert tools == {"add_numbers", "sandbox_pid"}
+    assert added.content[0].text == "42" and not added.isError
+    first, second = json.loads(first.content[0].text), json.loads(second.content[0].text)
+    assert second["pid"] == first["pid"] and second["calls"] == first["calls"] + 1
+
+
+def test_flow_16_mcp_through_boto3_with_session_headers(dp, mcp_runtime):
+    arn = mcp_runtime["agentRuntimeArn"]
+    sid = "mcp-boto3-session-" + uuid.uuid4().hex
+
+    def call(method, params, request_id, mcp_session=None):
+        extra = {"mcpSessionId": mcp_session} if mcp_session else {}
+        response = dp.invoke_agent_runtime(
+            agentRuntimeArn=arn, runtimeSessionId=sid, mcpProtocolVersion="2025-06-18",
+            accept="application/json, text/event-stream", contentType="application/json",
+            payload=json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}), **extra,
+        )
+        body = response["response"].read().decode()
+        if response["contentType"].startswith("text/event-stream"):
+            body = next(line[5:] for line in body.splitlines() if line.startswith("data:"))
+        return response, json.loads(body)
+
+    response, initialized = call("initialize", {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "boto3", "version": "1"}}, 1)
+    assert initialized["result"]["serverInfo"]["name"]
+    assert response["mcpSessionId"] == sid  # the platform's id, as the server chose none
+    _, listed = call("tools/list", {}, 2, mcp_session="caller-chosen-mcp-session")
+    assert {t["name"] for t in listed["result"]["tools"]} == {"add_numbers", "sandbox_pid"}
+    _, called = call("tools/call", {"name": "add_numbers", "arguments": {"a": 1, "b": 2}}, 3)
+    assert called["result"]["content"][0]["text"] == "3"
+
+
+def test_flow_20_a2a_agent_card_and_message(server, dp, a2a_runtime):
+    from a2a.types import AgentCard
+
+    arn = a2a_runtime["agentRuntimeArn"]
+    sid = "a2a-session-" + uuid.uuid4().hex
+    got = dp.get_agent_card(agentRuntimeArn=arn, runtimeSessionId=sid)
+    assert got["runtimeSessionId"] == sid
+    card = AgentCard.model_validate(got["agentCard"])
+    # AGENTCORE_RUNTIME_URL was injected: the card advertises Berth's invocation URL.
+    assert card.url == f"{server.endpoint}/runtimes/{urllib.parse.quote(arn, safe='')}/invocations"
+
+    message = {"jsonrpc": "2.0", "id": "req-1", "method": "message/send", "params": {"message": {
+        "role": "user", "messageId": uuid.uuid4().hex, "parts": [{"kind": "text", "text": "hello berth"}]}}}
+    response = dp.invoke_agent_runtime(agentRuntimeArn=arn, runtimeSessionId=sid, payload=json.dumps(message))
+    answer = json.loads(response["response"].read())
+    assert answer["id"] == "req-1"
+    assert answer["result"]["parts"][0]["text"] == "htreb olleh"
+
+    # A card from a runtime that is not A2A is a clear error, not a proxied 404.
+    http_runtime = deploy(server, "basic", "HTTP")
+    with pytest.raises(ClientError) as not_a2a:
+        dp.get_agent_card(agentRuntimeArn=http_runtime["agentRuntimeArn"])
+    assert not_a2a.value.response["Error"]["Code"] == "ValidationException"
+    assert "A2A" in not_a2a.value.response["Error"]["Message"]
