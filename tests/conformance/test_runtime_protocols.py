@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 import urllib.parse
 import uuid
 
@@ -14,8 +15,10 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import BINARY, Server
+from oidc_issuer import Issuer
 
 AGENTS = os.path.join(os.path.dirname(__file__), "agents")
 
@@ -162,3 +165,90 @@ def test_flow_20_a2a_agent_card_and_message(server, dp, a2a_runtime):
         dp.get_agent_card(agentRuntimeArn=http_runtime["agentRuntimeArn"])
     assert not_a2a.value.response["Error"]["Code"] == "ValidationException"
     assert "A2A" in not_a2a.value.response["Error"]["Message"]
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    issuer = Issuer()
+    yield issuer
+    issuer.stop()
+
+
+def wait_ready(cp, runtime_id):
+    deadline = time.time() + 600
+    while (status := cp.get_agent_runtime(agentRuntimeId=runtime_id)["status"]) not in ("READY", "CREATE_FAILED"):
+        assert time.time() < deadline
+        time.sleep(1)
+    assert status == "READY", cp.get_agent_runtime(agentRuntimeId=runtime_id).get("failureReason")
+
+
+def test_flow_9_jwt_runtime_with_header_allowlist(server, dp, issuer):
+    cp = boto3.client("bedrock-agentcore-control")
+    http_runtime = deploy(server, "basic", "HTTP")
+    artifact = cp.get_agent_runtime(agentRuntimeId=http_runtime["agentRuntimeId"])["agentRuntimeArtifact"]
+    created = cp.create_agent_runtime(
+        agentRuntimeName="jwt_" + uuid.uuid4().hex[:8], agentRuntimeArtifact=artifact,
+        roleArn="arn:aws:iam::123456789012:role/agent", networkConfiguration={"networkMode": "PUBLIC"},
+        authorizerConfiguration={"customJWTAuthorizer": {
+            "discoveryUrl": issuer.discovery_url, "allowedClients": ["berth-client"], "allowedAudience": ["berth-api"]}},
+        requestHeaderConfiguration={"requestHeaderAllowlist": [
+            "Authorization", "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant", "X-Team"]},
+    )
+    wait_ready(cp, created["agentRuntimeId"])
+    arn = created["agentRuntimeArn"]
+    good = issuer.token(client_id="berth-client", aud="berth-api")
+
+    def post(token, target=arn, **headers):
+        headers = {"Content-Type": "application/json",
+                   "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id": "jwt-session-" + "x" * 30, **headers}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.post(invocation_url(server, target), headers=headers, content=json.dumps({"op": "headers"}), timeout=120)
+
+    answer = post(good, **{"X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant": "acme", "X-Team": "blue", "Cookie": "c=1"})
+    assert answer.status_code == 200, answer.text
+    seen = answer.json()["headers"]
+    # The allowlisted headers reach the agent, the bearer token included; the rest do not.
+    assert seen["authorization"] == f"Bearer {good}"
+    assert seen["x-amzn-bedrock-agentcore-runtime-custom-tenant"] == "acme" and seen["x-team"] == "blue"
+    assert "cookie" not in seen
+
+    # A SigV4-signed call to the JWT runtime, and a bearer call to a SigV4 runtime, are refused.
+    with pytest.raises(ClientError) as signed:
+        dp.invoke_agent_runtime(agentRuntimeArn=arn, payload=b"{}")
+    assert signed.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "Authorization method mismatch" in signed.value.response["Error"]["Message"]
+    mismatch = post(good, target=http_runtime["agentRuntimeArn"])
+    assert mismatch.status_code == 403 and mismatch.headers["x-amzn-errortype"].startswith("AccessDeniedException")
+
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    refused = {
+        "wrong client": issuer.token(client_id="someone-else", aud="berth-api"),
+        "wrong audience": issuer.token(client_id="berth-client", aud="another-api"),
+        "expired": issuer.token(client_id="berth-client", aud="berth-api", lifetime=-600),
+        "wrong signature": issuer.token(key=other_key, client_id="berth-client", aud="berth-api"),
+        "unknown key": issuer.token(kid="rotated-away", client_id="berth-client", aud="berth-api"),
+        "wrong issuer": issuer.token(client_id="berth-client", aud="berth-api", iss="https://evil.example"),
+        "not a jwt": "not-a-token",
+    }
+    for case, token in refused.items():
+        response = post(token)
+        assert response.status_code == 403, (case, response.status_code, response.text)
+        assert response.headers["x-amzn-errortype"].startswith("AccessDeniedException"), case
+    # No token at all is an unsigned request.
+    assert post(None).status_code == 403
+    # The server is still healthy for good tokens after all that.
+    assert post(good).status_code == 200
+
+    # A malformed custom claim rule is refused when the runtime is created.
+    with pytest.raises(ClientError) as malformed:
+        cp.create_agent_runtime(
+            agentRuntimeName="jwt_" + uuid.uuid4().hex[:8], agentRuntimeArtifact=artifact,
+            roleArn="arn:aws:iam::123456789012:role/agent",
+            authorizerConfiguration={"customJWTAuthorizer": {"discoveryUrl": issuer.discovery_url, "customClaims": [
+                {"inboundTokenClaimName": "groups", "inboundTokenClaimValueType": "STRING_ARRAY",
+                 "authorizingClaimMatchValue": {"claimMatchValue": {"matchValueString": "admins"}, "claimMatchOperator": "EQUALS"}}]}},
+        )
+    assert malformed.value.response["Error"]["Code"] == "ValidationException"
+    fields = [f["name"] for f in malformed.value.response.get("fieldList", [])]
+    assert fields == ["authorizerConfiguration.customJWTAuthorizer.customClaims[0]"], malformed.value.response

@@ -48,6 +48,7 @@ pub async fn run(models_dir: &std::path::Path) -> anyhow::Result<()> {
     let caller = Caller {
         account: AccountId::try_from("123456789012".to_string()).map_err(anyhow::Error::msg)?,
         access_key_id: "AKIABENCHMARK0000001".into(),
+        bearer_token: None,
     };
     let input = serde_json::from_value(json!({"name": "extraction", "eventExpiryDuration": 30,
         "memoryStrategies": [{"semanticMemoryStrategy": {"name": "facts"}}]}))?;

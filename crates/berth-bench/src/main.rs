@@ -298,6 +298,7 @@ async fn bench_backend(backend: &str, url: &str, requests: usize, repeat: usize)
     let caller = Caller {
         account: AccountId::try_from(ACCOUNT.to_string()).map_err(anyhow::Error::msg)?,
         access_key_id: KEY.into(),
+        bearer_token: None,
     };
     let input = serde_json::from_value(serde_json::json!({"name": "bench", "eventExpiryDuration": 30}))?;
     let memory_id = memory.create_memory(&caller, input).await?.memory.id;

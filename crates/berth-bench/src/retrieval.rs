@@ -81,6 +81,7 @@ pub async fn run(models: &std::path::Path) -> anyhow::Result<()> {
         let caller = Caller {
             account: AccountId::try_from("123456789012".to_string()).map_err(anyhow::Error::msg)?,
             access_key_id: "AKIABENCHMARK0000001".into(),
+            bearer_token: None,
         };
         let input = serde_json::from_value(json!({"name": "retrieval", "eventExpiryDuration": 30}))?;
         let memory_id = lexical.create_memory(&caller, input).await?.memory.id;

@@ -20,6 +20,10 @@ pub use page::PageToken;
 pub struct Caller {
     pub account: AccountId,
     pub access_key_id: String,
+    /// Set when the request carried an OAuth bearer token instead of a SigV4 signature: then
+    /// `account` is the one the target runtime's ARN names, and the runtime's JWT authorizer
+    /// decides (only JWT-authorized runtimes accept such requests).
+    pub bearer_token: Option<String>,
 }
 
 /// Mints short-lived access keys for code Berth runs (agents in sandboxes), so it can call

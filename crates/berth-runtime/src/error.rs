@@ -22,6 +22,9 @@ pub enum RuntimeError {
     /// The agent failed, crashed or never became healthy (`RuntimeClientError`, 424).
     #[error("{0}")]
     Agent(String),
+    /// The request's credential does not satisfy the runtime's authorizer.
+    #[error("{0}")]
+    AccessDenied(String),
     #[error("{0}")]
     Quota(String),
     #[error("{0}")]
@@ -50,6 +53,7 @@ impl ApiError for RuntimeError {
             RuntimeError::Invalid { field, message } => ErrorKind::invalid_field(field.clone(), message.clone()),
             RuntimeError::BadToken => ErrorKind::invalid_field("nextToken", "invalid pagination token"),
             RuntimeError::Agent(_) => ErrorKind::DependencyFailed,
+            RuntimeError::AccessDenied(_) => ErrorKind::AccessDenied,
             RuntimeError::Quota(_) => ErrorKind::QuotaExceeded,
             RuntimeError::Internal(_) => ErrorKind::Internal,
             RuntimeError::Store(e) => e.kind(),

@@ -1,9 +1,11 @@
 //! AgentCore Runtime: agent runtimes with immutable versions and endpoints (control plane),
 //! code bundles built into environments, and one sandbox per runtime session (data plane).
 
+pub mod authorizer;
 pub mod build;
 pub mod command;
 pub mod error;
+pub mod headers;
 pub mod model;
 pub mod service;
 pub mod sessions;

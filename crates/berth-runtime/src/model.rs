@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::authorizer::CustomJwtAuthorizer;
+
 pub const DEFAULT_ENDPOINT: &str = "DEFAULT";
 pub const DEFAULT_IDLE_SECONDS: u64 = 900;
 pub const DEFAULT_MAX_LIFETIME_SECONDS: u64 = 28_800;
@@ -25,6 +27,22 @@ pub struct Definition {
     pub lifecycle_configuration: Option<LifecycleConfiguration>,
     #[serde(default)]
     pub environment_variables: BTreeMap<String, String>,
+    pub authorizer_configuration: Option<AuthorizerConfiguration>,
+    pub request_header_configuration: Option<RequestHeaderConfiguration>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizerConfiguration {
+    #[serde(rename = "customJWTAuthorizer")]
+    pub custom_jwt_authorizer: Option<CustomJwtAuthorizer>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestHeaderConfiguration {
+    #[serde(default)]
+    pub request_header_allowlist: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -101,6 +119,18 @@ impl Definition {
             lifecycle.idle_runtime_session_timeout.unwrap_or(DEFAULT_IDLE_SECONDS),
             lifecycle.max_lifetime.unwrap_or(DEFAULT_MAX_LIFETIME_SECONDS),
         )
+    }
+
+    /// The runtime's JWT authorizer; `None` means SigV4.
+    pub fn jwt_authorizer(&self) -> Option<&CustomJwtAuthorizer> {
+        self.authorizer_configuration.as_ref()?.custom_jwt_authorizer.as_ref()
+    }
+
+    pub fn header_allowlist(&self) -> &[String] {
+        self.request_header_configuration
+            .as_ref()
+            .map(|c| c.request_header_allowlist.as_slice())
+            .unwrap_or_default()
     }
 
     pub fn network_mode(&self) -> &str {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
+use crate::authorizer::JwtVerifier;
 use crate::build::{self, BuildContext, BuiltVersion};
 use crate::error::{Result, RuntimeError};
 use crate::model::*;
@@ -39,6 +40,7 @@ struct Inner {
     build_timeout: std::time::Duration,
     pip_index_url: Option<String>,
     wake_worker: parking_lot::Mutex<Option<Arc<Notify>>>,
+    jwt: JwtVerifier,
 }
 
 fn iso(millis: i64) -> String {
@@ -78,6 +80,7 @@ impl RuntimeService {
                 build_timeout: std::time::Duration::from_secs(15 * 60),
                 pip_index_url,
                 wake_worker: parking_lot::Mutex::new(None),
+                jwt: JwtVerifier::default(),
             }),
         }
     }
@@ -155,6 +158,11 @@ impl RuntimeService {
                 "lifecycleConfiguration.idleRuntimeSessionTimeout",
                 "must not exceed maxLifetime",
             ));
+        }
+        if let Some(authorizer) = typed.jwt_authorizer() {
+            authorizer
+                .check()
+                .map_err(|(field, message)| RuntimeError::invalid(field, message))?;
         }
         if let Some(code) = &typed.agent_runtime_artifact.code_configuration
             && code.code.s3.is_none()
@@ -920,13 +928,69 @@ impl RuntimeService {
         Ok((runtime, version))
     }
 
-    /// The session an invocation or command names, started if it is not running.
-    async fn session_for(&self, caller: &Caller, input: &Value) -> Result<Arc<Session>> {
-        let session_id = text(input, "runtimeSessionId")
-            .ok_or_else(|| RuntimeError::invalid("runtimeSessionId", "a session id is required"))?;
+    /// Checks the request's credential against the runtime's authorizer: a JWT-authorized
+    /// runtime takes bearer tokens only, any other runtime SigV4 signatures only.
+    async fn authorize(&self, caller: &Caller, definition: &Definition) -> Result<()> {
+        match (definition.jwt_authorizer(), caller.bearer_token.as_deref()) {
+            (None, None) => Ok(()),
+            (Some(authorizer), Some(token)) => self
+                .inner
+                .jwt
+                .verify(authorizer, token)
+                .await
+                .map(drop)
+                .map_err(RuntimeError::AccessDenied),
+            (Some(_), None) => Err(RuntimeError::AccessDenied(
+                "Authorization method mismatch: this runtime is authorized with OAuth bearer tokens \
+                 (customJWTAuthorizer); send `Authorization: Bearer <token>` instead of a SigV4 signature"
+                    .into(),
+            )),
+            (None, Some(_)) => Err(RuntimeError::AccessDenied(
+                "Authorization method mismatch: this runtime is authorized with SigV4; bearer tokens are \
+                 accepted only by runtimes with a customJWTAuthorizer"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The caller a bearer-token request acts as: the account the runtime's ARN (or
+    /// `accountId`) names, once that runtime's JWT authorizer accepts the token.
+    pub async fn authorize_bearer(&self, input: &Value, token: &str) -> Result<Caller> {
+        let arn = text(input, "agentRuntimeArn").unwrap_or_default();
+        let account = match (arn.parse::<Arn>(), text(input, "accountId")) {
+            (Ok(parsed), _) => parsed.account.to_string(),
+            (Err(_), Some(account)) => account,
+            (Err(_), None) => {
+                return Err(RuntimeError::AccessDenied(
+                    "a bearer-token request names its runtime by ARN (or adds ?accountId=)".into(),
+                ));
+            }
+        };
+        let account = berth_core::AccountId::try_from(account)
+            .map_err(|_| RuntimeError::RuntimeNotFound(arn.clone()))?;
+        let caller = Caller {
+            account,
+            access_key_id: String::new(),
+            bearer_token: Some(token.to_string()),
+        };
+        self.authorized_target(&caller, input).await?;
+        Ok(caller)
+    }
+
+    /// The runtime version an invocation targets, once the caller is authorized for it.
+    async fn authorized_target(&self, caller: &Caller, input: &Value) -> Result<(RuntimeRow, VersionRow, Definition)> {
         let (runtime, version) = self.invocation_target(caller, input).await?;
         let definition: Definition = serde_json::from_value(Value::Object(version.definition.clone()))
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        self.authorize(caller, &definition).await?;
+        Ok((runtime, version, definition))
+    }
+
+    /// The session an invocation or command names, started if it is not running.
+    async fn session_for(&self, caller: &Caller, input: &Value) -> Result<(Arc<Session>, Definition)> {
+        let session_id = text(input, "runtimeSessionId")
+            .ok_or_else(|| RuntimeError::invalid("runtimeSessionId", "a session id is required"))?;
+        let (runtime, version, definition) = self.authorized_target(caller, input).await?;
         let code = definition
             .agent_runtime_artifact
             .code_configuration
@@ -942,17 +1006,24 @@ impl RuntimeService {
             code: &code,
             built: BuiltVersion::new(&self.runtimes_dir(), &runtime.runtime_id, version.version),
         };
-        self.inner.sessions.session(target, &session_id).await
+        let session = self.inner.sessions.session(target, &session_id).await?;
+        Ok((session, definition))
     }
 
     pub async fn invoke_agent_runtime(
         &self,
         caller: &Caller,
         input: &Value,
-        headers: Vec<(String, String)>,
+        mut headers: Vec<(String, String)>,
+        caller_headers: &[(String, String)],
         payload: RequestBody,
     ) -> Result<AgentResponse> {
-        let session = self.session_for(caller, input).await?;
+        let (session, definition) = self.session_for(caller, input).await?;
+        headers.extend(crate::headers::forwarded(
+            caller_headers,
+            definition.header_allowlist(),
+            definition.jwt_authorizer().is_some(),
+        ));
         session.invoke(AgentRequest { headers, body: payload }).await
     }
 
@@ -961,7 +1032,7 @@ impl RuntimeService {
         if text(&input, "runtimeSessionId").is_none() {
             input["runtimeSessionId"] = json!(format!("{}-{}", ids::request_id(), ids::random_alphanumeric(8)));
         }
-        let session = self.session_for(caller, &input).await?;
+        let (session, _) = self.session_for(caller, &input).await?;
         let card = session.agent_card().await?;
         Ok(json!({"runtimeSessionId": input["runtimeSessionId"], "agentCard": card}))
     }
@@ -973,13 +1044,13 @@ impl RuntimeService {
         input: &Value,
     ) -> Result<tokio::sync::mpsc::Receiver<CommandEvent>> {
         let request = CommandRequest::parse(input)?;
-        let session = self.session_for(caller, input).await?;
+        let (session, _) = self.session_for(caller, input).await?;
         command::run(session, request).await
     }
 
     pub async fn stop_runtime_session(&self, caller: &Caller, input: Value) -> Result<Value> {
         let session_id = text(&input, "runtimeSessionId").unwrap_or_default();
-        let (runtime, _) = self.invocation_target(caller, &input).await?;
+        let (runtime, ..) = self.authorized_target(caller, &input).await?;
         self.inner.sessions.stop(&runtime.runtime_id, &session_id).await?;
         Ok(json!({"runtimeSessionId": session_id}))
     }

@@ -73,6 +73,7 @@ impl KeyStore {
         Ok(Caller {
             account: key.account_id.clone(),
             access_key_id: key.access_key_id.clone(),
+            bearer_token: None,
         })
     }
 }

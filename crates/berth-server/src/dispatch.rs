@@ -164,7 +164,10 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
         body: Payload::Bytes(&[]),
         max_presign_expires: MAX_PRESIGN_SECONDS,
     };
-    if let Err(error) = inner.keys.precheck(&inner.verifier, &envelope, inner.clock.now()) {
+    let bearer = crate::bearer::token(&parts.headers);
+    if bearer.is_none()
+        && let Err(error) = inner.keys.precheck(&inner.verifier, &envelope, inner.clock.now())
+    {
         return refuse(error);
     }
     // Routing needs only the method and path, and decides how large a body may be.
@@ -186,6 +189,15 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
                 );
             }
         }
+    };
+    // A bearer token is checked against the target runtime's JWT authorizer before the body
+    // is read, as a signature is.
+    let bearer_caller = match bearer {
+        None => None,
+        Some(token) => match crate::bearer::authorize(&state, found.as_ref(), raw_query.as_deref(), token, &request_id).await {
+            Ok(caller) => Some(caller),
+            Err(error) => return error_response(&error, &request_id),
+        },
     };
     let carries_payload = artifact.is_some() || found.as_ref().is_some_and(|f| f.operation.name == INVOKE);
     let limit = if carries_payload {
@@ -246,9 +258,12 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
         },
         max_presign_expires: MAX_PRESIGN_SECONDS,
     };
-    let caller = match inner.keys.authenticate(&inner.verifier, &signed, inner.clock.now()) {
-        Ok(caller) => caller,
-        Err(error) => return refuse(error),
+    let caller = match bearer_caller {
+        Some(caller) => caller,
+        None => match inner.keys.authenticate(&inner.verifier, &signed, inner.clock.now()) {
+            Ok(caller) => caller,
+            Err(error) => return refuse(error),
+        },
     };
     let scoped = inner.keys.is_data_plane_only(&caller.access_key_id);
     let control_plane = found.as_ref().is_none_or(|f| f.plane == Plane::Control);

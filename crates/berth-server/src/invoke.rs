@@ -15,41 +15,20 @@ use crate::spool::Spooled;
 
 pub(crate) const SESSION_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-session-id";
 const REQUEST_HEADER: &str = "x-amzn-bedrock-agentcore-runtime-request-id";
-const CUSTOM_PREFIX: &str = "x-amzn-bedrock-agentcore-runtime-custom-";
-/// Caller headers passed to the agent as they are, and echoed back where the model says so.
-const PASSED: &[&str] = &[
-    "accept",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "traceparent",
-    "tracestate",
-    "baggage",
-    "x-amzn-trace-id",
-];
 const ECHOED: &[&str] = &["traceparent", "tracestate", "baggage", "x-amzn-trace-id"];
 
-/// The headers the agent receives (spec §3.3): the caller's content negotiation, trace context,
-/// MCP session and custom headers, plus the session and request ids. Nothing else: SigV4
-/// headers, cookies, hop-by-hop and proxy headers never reach the agent.
-fn agent_headers(caller_headers: &HeaderMap, session_id: &str, request_id: &str) -> Vec<(String, String)> {
-    let mut headers = vec![
-        (SESSION_HEADER.to_string(), session_id.to_string()),
-        (REQUEST_HEADER.to_string(), request_id.to_string()),
-    ];
+/// The headers the platform itself sets for the agent (spec §3.3); which of the caller's own
+/// headers follow them is the runtime's rule (`berth_runtime::headers`).
+fn platform_headers(caller_headers: &HeaderMap, session_id: &str, request_id: &str) -> Vec<(String, String)> {
     let content_type = caller_headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    headers.push(("content-type".into(), content_type.into()));
-    for (name, value) in caller_headers {
-        let name = name.as_str();
-        if (PASSED.contains(&name) || name.starts_with(CUSTOM_PREFIX))
-            && let Ok(value) = value.to_str()
-        {
-            headers.push((name.to_string(), value.to_string()));
-        }
-    }
-    headers
+    vec![
+        (SESSION_HEADER.to_string(), session_id.to_string()),
+        (REQUEST_HEADER.to_string(), request_id.to_string()),
+        ("content-type".into(), content_type.into()),
+    ]
 }
 
 #[expect(clippy::too_many_arguments, reason = "the dispatch context, passed through once")]
@@ -73,7 +52,11 @@ pub async fn invoke(
         },
     };
     input["runtimeSessionId"] = json!(session_id);
-    let mut headers = agent_headers(caller_headers, &session_id, request_id);
+    let mut headers = platform_headers(caller_headers, &session_id, request_id);
+    let forwardable: Vec<(String, String)> = caller_headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .collect();
     let payload = payload.map_or_else(
         || berth_runtime::request_body(bytes::Bytes::new()),
         |spooled| {
@@ -81,7 +64,7 @@ pub async fn invoke(
             spooled.into_body()
         },
     );
-    let answer = runtime.invoke_agent_runtime(&caller, &input, headers, payload).await;
+    let answer = runtime.invoke_agent_runtime(&caller, &input, headers, &forwardable, payload).await;
     let agent = match answer {
         Ok(agent) => agent,
         Err(e) => {

@@ -8,6 +8,7 @@
 //! This is the only crate that knows axum; services receive typed inputs and a caller.
 
 pub mod auth;
+pub mod bearer;
 pub mod command;
 pub mod dispatch;
 pub mod event_stream;

@@ -12,6 +12,7 @@ pub fn caller(account: &str) -> Caller {
     Caller {
         account: AccountId::try_from(account.to_string()).unwrap(),
         access_key_id: "AKIATEST".into(),
+        bearer_token: None,
     }
 }
 
