@@ -282,6 +282,39 @@ def test_versions_endpoints_and_bad_input(server, cp, dp, agent):
     assert bad_name.value.response["Error"]["Code"] == "ValidationException"
 
 
+def test_flow_15_versions_and_named_endpoints_with_the_sdk(server, cp, dp, agent):
+    from bedrock_agentcore.runtime import AgentCoreRuntimeClient
+
+    client = AgentCoreRuntimeClient(region=boto3.Session().region_name)
+    artifact = cp.get_agent_runtime(agentRuntimeId=agent["agentRuntimeId"], agentRuntimeVersion="1")["agentRuntimeArtifact"]
+    definition = dict(agentRuntimeArtifact=artifact, roleArn="arn:aws:iam::123456789012:role/agent",
+                      networkConfiguration={"networkMode": "PUBLIC"})
+    created = client.create_agent_runtime_and_wait(
+        agentRuntimeName="flow15_" + uuid.uuid4().hex[:6], environmentVariables={"BUILD": "one"}, **definition)
+    runtime_id = created["agentRuntimeId"]
+    updated = client.update_agent_runtime_and_wait(agentRuntimeId=runtime_id, environmentVariables={"BUILD": "two"}, **definition)
+    assert (updated["status"], updated["agentRuntimeVersion"]) == ("READY", "2")
+    prod = client.create_agent_runtime_endpoint_and_wait(agentRuntimeId=runtime_id, name="prod", agentRuntimeVersion="1")
+    assert (prod["status"], prod["liveVersion"]) == ("READY", "1")
+
+    def build(qualifier):
+        target = {"agentRuntimeArn": created["agentRuntimeArn"]}
+        return invoke(dp, target, {"op": "env", "name": "BUILD"}, session_id(), qualifier=qualifier)[1]["value"]
+
+    assert (build("prod"), build("DEFAULT")) == ("one", "two")
+    versions = cp.list_agent_runtime_versions(agentRuntimeId=runtime_id)["agentRuntimes"]
+    assert [v["agentRuntimeVersion"] for v in versions] == ["2", "1"]
+    moved = cp.update_agent_runtime_endpoint(agentRuntimeId=runtime_id, endpointName="prod", agentRuntimeVersion="2")
+    assert (moved["liveVersion"], moved["targetVersion"]) == ("2", "2")
+    assert client.get_aggregated_status(runtime_id, "prod")["endpoint"]["status"] == "READY"
+    assert build("prod") == "two"
+
+    client.teardown_endpoint_and_runtime(runtime_id, endpoint_name="prod")
+    with pytest.raises(ClientError) as gone:
+        cp.get_agent_runtime(agentRuntimeId=runtime_id)
+    assert gone.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
 def test_missing_bundle_fails_the_build_with_a_reason(cp):
     created = cp.create_agent_runtime(
         agentRuntimeName="nobundle_" + uuid.uuid4().hex[:6], roleArn="arn:aws:iam::123456789012:role/r",

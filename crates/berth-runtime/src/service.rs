@@ -775,12 +775,9 @@ impl RuntimeService {
     pub async fn delete_agent_runtime_endpoint(&self, caller: &Caller, input: Value) -> Result<Value> {
         let id = text(&input, "agentRuntimeId").unwrap_or_default();
         let runtime = self.runtime_of(caller, &id, true).await?;
+        // DEFAULT may be deleted too (the SDK's teardown_endpoint_and_runtime does so first);
+        // the runtime then answers only qualified invocations.
         let name = text(&input, "endpointName").unwrap_or_default();
-        if name == DEFAULT_ENDPOINT {
-            return Err(RuntimeError::Conflict(
-                "the DEFAULT endpoint goes with its runtime".into(),
-            ));
-        }
         if db::endpoint(self.inner.store.reader(), &runtime.runtime_id, &name)
             .await?
             .is_none()

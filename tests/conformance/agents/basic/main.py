@@ -45,6 +45,8 @@ def handle(payload, context):
         except Exception as error:  # the session's key is data-plane only
             control = type(error).__name__ + ": " + str(error)[:200]
         return {"events": len(events), "control": control}
+    if op == "env":
+        return {"value": os.environ.get(payload["name"])}
     if op == "headers":
         # The caller's headers the platform forwarded (requestHeaderAllowlist, spec §3.3).
         return {"headers": {k.lower(): v for k, v in (context.request_headers or {}).items()}}
