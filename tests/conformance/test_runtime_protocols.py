@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.parse
 import uuid
@@ -17,15 +18,20 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import BINARY, Server
+from conftest import BINARY, Server, free_port
 from oidc_issuer import Issuer
 
 AGENTS = os.path.join(os.path.dirname(__file__), "agents")
 
 
+TLS_HOST = "agentcore.local.api.aws"
+
+
 @pytest.fixture(scope="module")
 def server():
-    server = Server("sqlite")
+    tls_port = free_port()
+    server = Server("sqlite", config=f'[tls]\nenabled = true\nlisten = "127.0.0.1:{tls_port}"\n')
+    server.tls_endpoint = f"https://{TLS_HOST}:{tls_port}"
     saved = dict(os.environ)
     os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ.pop("AWS_PROFILE", None)
@@ -141,7 +147,7 @@ def test_flow_16_mcp_through_boto3_with_session_headers(dp, mcp_runtime):
     assert called["result"]["content"][0]["text"] == "3"
 
 
-def test_flow_20_a2a_agent_card_and_message(server, dp, a2a_runtime):
+def test_flow_20_a2a_agent_card_and_message(server, dp, a2a_runtime, http_runtime):
     from a2a.types import AgentCard
 
     arn = a2a_runtime["agentRuntimeArn"]
@@ -160,7 +166,6 @@ def test_flow_20_a2a_agent_card_and_message(server, dp, a2a_runtime):
     assert answer["result"]["parts"][0]["text"] == "htreb olleh"
 
     # A card from a runtime that is not A2A is a clear error, not a proxied 404.
-    http_runtime = deploy(server, "basic", "HTTP")
     with pytest.raises(ClientError) as not_a2a:
         dp.get_agent_card(agentRuntimeArn=http_runtime["agentRuntimeArn"])
     assert not_a2a.value.response["Error"]["Code"] == "ValidationException"
@@ -182,9 +187,15 @@ def wait_ready(cp, runtime_id):
     assert status == "READY", cp.get_agent_runtime(agentRuntimeId=runtime_id).get("failureReason")
 
 
-def test_flow_9_jwt_runtime_with_header_allowlist(server, dp, issuer):
+@pytest.fixture(scope="module")
+def http_runtime(server):
+    return deploy(server, "basic", "HTTP")
+
+
+@pytest.fixture(scope="module")
+def jwt_runtime(server, http_runtime, issuer):
+    """The basic agent again, authorized by the test issuer's tokens."""
     cp = boto3.client("bedrock-agentcore-control")
-    http_runtime = deploy(server, "basic", "HTTP")
     artifact = cp.get_agent_runtime(agentRuntimeId=http_runtime["agentRuntimeId"])["agentRuntimeArtifact"]
     created = cp.create_agent_runtime(
         agentRuntimeName="jwt_" + uuid.uuid4().hex[:8], agentRuntimeArtifact=artifact,
@@ -195,7 +206,13 @@ def test_flow_9_jwt_runtime_with_header_allowlist(server, dp, issuer):
             "Authorization", "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant", "X-Team"]},
     )
     wait_ready(cp, created["agentRuntimeId"])
-    arn = created["agentRuntimeArn"]
+    created["artifact"] = artifact
+    return created
+
+
+def test_flow_9_jwt_runtime_with_header_allowlist(server, dp, issuer, http_runtime, jwt_runtime):
+    cp = boto3.client("bedrock-agentcore-control")
+    arn, artifact = jwt_runtime["agentRuntimeArn"], jwt_runtime["artifact"]
     good = issuer.token(client_id="berth-client", aud="berth-api")
 
     def post(token, target=arn, **headers):
@@ -252,3 +269,37 @@ def test_flow_9_jwt_runtime_with_header_allowlist(server, dp, issuer):
     assert malformed.value.response["Error"]["Code"] == "ValidationException"
     fields = [f["name"] for f in malformed.value.response.get("fieldList", [])]
     assert fields == ["authorizerConfiguration.customJWTAuthorizer.customClaims[0]"], malformed.value.response
+
+
+def map_tls_host():
+    """Points TLS_HOST at this machine in /etc/hosts, as docs/runtime-protocols.md tells users."""
+    with open("/etc/hosts") as hosts:
+        if any(line.split()[1:2] == [TLS_HOST] for line in hosts if not line.startswith("#")):
+            return
+    with open("/etc/hosts", "a") as hosts:
+        hosts.write(f"127.0.0.1 {TLS_HOST}\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="maps a host name in /etc/hosts, which needs root")
+def test_flow_21_websockets_through_the_sdk_helpers_over_tls(server, issuer, http_runtime, jwt_runtime):
+    map_tls_host()
+    env = dict(os.environ, BEDROCK_AGENTCORE_DP_ENDPOINT=server.tls_endpoint, AWS_REGION="us-east-1",
+               SSL_CERT_FILE=os.path.join(server.data_dir, "tls", "ca.pem"))
+    token = issuer.token(client_id="berth-client", aud="berth-api")
+    ran = subprocess.run(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "ws_client.py"),
+         http_runtime["agentRuntimeArn"], jwt_runtime["agentRuntimeArn"], token],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    out = json.loads(ran.stdout)
+    assert out["url"].startswith(f"wss://{TLS_HOST}:")
+    for case in ("sigv4", "sigv4_again", "presigned", "oauth"):
+        assert out[case].get("text") == "echo: hello" and out[case]["binary"] == [3, 2, 1], (case, out)
+    # The same session id reaches the same session, whichever way the upgrade was signed.
+    assert out["sigv4"]["greeting"] == out["sigv4_again"]["greeting"] == out["presigned"]["greeting"]
+    assert out["sigv4"]["greeting"].startswith("session ws-session-")
+    for case in ("sigv4_to_jwt_runtime", "oauth_to_sigv4_runtime", "tampered", "too_long", "expired"):
+        assert out[case] == {"status": 403}, (case, out[case])
+    assert out["oversized"] == {"closed": 1009}
+    assert out["after_oversized"]["text"] == "echo: hello"

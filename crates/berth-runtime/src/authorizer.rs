@@ -171,10 +171,7 @@ impl JwtVerifier {
             if !response.status().is_success() {
                 return Err(format!("{url} answered {}", response.status()));
             }
-            response
-                .bytes()
-                .await
-                .map_err(|e| format!("could not read {url}: {e}"))
+            response.bytes().await.map_err(|e| format!("could not read {url}: {e}"))
         };
         let discovery: Discovery = serde_json::from_slice(&get(discovery_url.to_string()).await?)
             .map_err(|e| format!("{discovery_url} is not an OpenID discovery document: {e}"))?;
@@ -282,12 +279,19 @@ mod tests {
         let claims = json!({"groups": ["admins", "ops"], "tenant": "acme"});
         assert!(rule("STRING_ARRAY", "CONTAINS", json!({"matchValueString": "ops"})).matches(&claims));
         assert!(!rule("STRING_ARRAY", "CONTAINS", json!({"matchValueString": "dev"})).matches(&claims));
-        let any = rule("STRING_ARRAY", "CONTAINS_ANY", json!({"matchValueStringList": ["dev", "admins"]}));
+        let any = rule(
+            "STRING_ARRAY",
+            "CONTAINS_ANY",
+            json!({"matchValueStringList": ["dev", "admins"]}),
+        );
         assert!(any.matches(&claims) && any.is_well_formed());
         let mut equals = rule("STRING", "EQUALS", json!({"matchValueString": "acme"}));
         equals.inbound_token_claim_name = "tenant".into();
         assert!(equals.matches(&claims));
-        assert!(!equals.matches(&json!({"tenant": ["acme"]})), "an array is not a string");
+        assert!(
+            !equals.matches(&json!({"tenant": ["acme"]})),
+            "an array is not a string"
+        );
         assert!(!equals.matches(&json!({})), "a missing claim never matches");
         assert!(!rule("STRING_ARRAY", "EQUALS", json!({"matchValueString": "x"})).is_well_formed());
         assert!(!rule("STRING", "CONTAINS_ANY", json!({"matchValueStringList": ["x"]})).is_well_formed());

@@ -59,7 +59,10 @@ pub enum CommandEvent {
     Started,
     Stdout(String),
     Stderr(String),
-    Finished { exit_code: i32, timed_out: bool },
+    Finished {
+        exit_code: i32,
+        timed_out: bool,
+    },
     /// The sandbox failed mid-command (a `runtimeClientError` frame).
     Failed(RuntimeError),
 }
@@ -121,7 +124,11 @@ pub async fn run(session: Arc<Session>, request: CommandRequest) -> Result<mpsc:
                 Ok(Some(berth_sandbox::guest::ExecEvent::Exit(status))) => {
                     for (tail, stderr) in [(stdout.finish(), false), (stderr.finish(), true)] {
                         if !tail.is_empty() {
-                            let event = if stderr { CommandEvent::Stderr(tail) } else { CommandEvent::Stdout(tail) };
+                            let event = if stderr {
+                                CommandEvent::Stderr(tail)
+                            } else {
+                                CommandEvent::Stdout(tail)
+                            };
                             let _ = sender.send(event).await;
                         }
                     }

@@ -19,28 +19,108 @@ const PROTOCOL: &[&str] = &[
 /// Never forwarded, allowlisted or not: the SDK's `RESTRICTED_HEADERS` (hop-by-hop, content
 /// negotiation, caching, cookies, CORS, proxy and client-IP headers, WebSocket handshake).
 const RESTRICTED: &[&str] = &[
-    "proxy-authorization", "www-authenticate", "accept", "accept-charset", "accept-encoding",
-    "accept-language", "content-type", "content-length", "content-encoding", "content-language",
-    "content-location", "content-range", "cache-control", "etag", "expires", "if-match",
-    "if-modified-since", "if-none-match", "if-range", "if-unmodified-since", "last-modified",
-    "pragma", "vary", "connection", "keep-alive", "proxy-connection", "upgrade", "host",
-    "user-agent", "referer", "from", "range", "accept-ranges", "transfer-encoding", "te",
-    "trailer", "server", "date", "location", "retry-after", "set-cookie", "cookie",
-    "content-security-policy", "content-security-policy-report-only",
-    "strict-transport-security", "x-content-type-options", "x-frame-options",
-    "x-xss-protection", "referrer-policy", "permissions-policy", "cross-origin-embedder-policy",
-    "cross-origin-opener-policy", "cross-origin-resource-policy", "access-control-allow-origin",
-    "access-control-allow-methods", "access-control-allow-headers",
-    "access-control-allow-credentials", "access-control-expose-headers",
-    "access-control-max-age", "access-control-request-method", "access-control-request-headers",
-    "origin", "accept-ch", "accept-ch-lifetime", "dpr", "width", "viewport-width", "downlink",
-    "ect", "rtt", "save-data", "clear-site-data", "feature-policy", "expect-ct",
-    "public-key-pins", "public-key-pins-report-only", "via", "forwarded", "x-forwarded-for",
-    "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "x-requested-with", "x-csrf-token",
-    "true-client-ip", "x-client-ip", "x-cluster-client-ip", "x-originating-ip", "x-source-ip",
-    "x-original-url", "x-original-host", "x-rewrite-url", "cf-ray", "cf-connecting-ip",
-    "x-amz-cf-id", "x-cache", "x-served-by", "link", "sec-websocket-key",
-    "sec-websocket-accept", "sec-websocket-version", "sec-websocket-protocol",
+    "proxy-authorization",
+    "www-authenticate",
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-language",
+    "content-location",
+    "content-range",
+    "cache-control",
+    "etag",
+    "expires",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "last-modified",
+    "pragma",
+    "vary",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "host",
+    "user-agent",
+    "referer",
+    "from",
+    "range",
+    "accept-ranges",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "server",
+    "date",
+    "location",
+    "retry-after",
+    "set-cookie",
+    "cookie",
+    "content-security-policy",
+    "content-security-policy-report-only",
+    "strict-transport-security",
+    "x-content-type-options",
+    "x-frame-options",
+    "x-xss-protection",
+    "referrer-policy",
+    "permissions-policy",
+    "cross-origin-embedder-policy",
+    "cross-origin-opener-policy",
+    "cross-origin-resource-policy",
+    "access-control-allow-origin",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-allow-credentials",
+    "access-control-expose-headers",
+    "access-control-max-age",
+    "access-control-request-method",
+    "access-control-request-headers",
+    "origin",
+    "accept-ch",
+    "accept-ch-lifetime",
+    "dpr",
+    "width",
+    "viewport-width",
+    "downlink",
+    "ect",
+    "rtt",
+    "save-data",
+    "clear-site-data",
+    "feature-policy",
+    "expect-ct",
+    "public-key-pins",
+    "public-key-pins-report-only",
+    "via",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-requested-with",
+    "x-csrf-token",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-source-ip",
+    "x-original-url",
+    "x-original-host",
+    "x-rewrite-url",
+    "cf-ray",
+    "cf-connecting-ip",
+    "x-amz-cf-id",
+    "x-cache",
+    "x-served-by",
+    "link",
+    "sec-websocket-key",
+    "sec-websocket-accept",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
     "sec-websocket-extensions",
 ];
 
@@ -61,9 +141,7 @@ pub fn forwarded(caller: &[(String, String)], allowlist: &[String], jwt_runtime:
         PROTOCOL.contains(&name)
             || name.starts_with(CUSTOM_PREFIX)
             || name == IDENTITY_WAT
-            || (name == "authorization"
-                && jwt_runtime
-                && allowlist.iter().any(|a| a.eq_ignore_ascii_case(name)))
+            || (name == "authorization" && jwt_runtime && allowlist.iter().any(|a| a.eq_ignore_ascii_case(name)))
             || (name != "authorization" && forwardable(name) && allowlist.iter().any(|a| a.eq_ignore_ascii_case(name)))
     };
     let mut out: Vec<(String, String)> = Vec::new();
@@ -91,23 +169,45 @@ mod tests {
     #[test]
     fn protocol_headers_pass_and_signatures_never_do() {
         let headers = caller(&[
-            "Accept", "traceparent", "Mcp-Session-Id", "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant",
-            "Authorization", "X-Amz-Date", "X-Amz-Security-Token", "Cookie", "X-Tenant",
+            "Accept",
+            "traceparent",
+            "Mcp-Session-Id",
+            "X-Amzn-Bedrock-AgentCore-Runtime-Custom-Tenant",
+            "Authorization",
+            "X-Amz-Date",
+            "X-Amz-Security-Token",
+            "Cookie",
+            "X-Tenant",
         ]);
         assert_eq!(
             names(forwarded(&headers, &[], false)),
-            ["accept", "traceparent", "mcp-session-id", "x-amzn-bedrock-agentcore-runtime-custom-tenant"]
+            [
+                "accept",
+                "traceparent",
+                "mcp-session-id",
+                "x-amzn-bedrock-agentcore-runtime-custom-tenant"
+            ]
         );
     }
 
     #[test]
     fn the_allowlist_adds_forwardable_headers_and_authorization_on_jwt_runtimes() {
-        let headers = caller(&["Authorization", "X-Tenant", "Cookie", "X-Amz-Date", "X-Amzn-Other", "x-tenant"]);
+        let headers = caller(&[
+            "Authorization",
+            "X-Tenant",
+            "Cookie",
+            "X-Amz-Date",
+            "X-Amzn-Other",
+            "x-tenant",
+        ]);
         let allowlist: Vec<String> = ["authorization", "X-Tenant", "Cookie", "X-Amz-Date", "X-Amzn-Other"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(names(forwarded(&headers, &allowlist, true)), ["authorization", "x-tenant"]);
+        assert_eq!(
+            names(forwarded(&headers, &allowlist, true)),
+            ["authorization", "x-tenant"]
+        );
         // A SigV4 runtime never forwards Authorization (it carries the signature).
         assert_eq!(names(forwarded(&headers, &allowlist, false)), ["x-tenant"]);
     }

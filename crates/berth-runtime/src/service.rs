@@ -13,13 +13,21 @@ use sha2::Digest;
 
 use crate::authorizer::JwtVerifier;
 use crate::build::{self, BuildContext, BuiltVersion};
+use crate::command::{self, CommandEvent, CommandRequest};
 use crate::error::{Result, RuntimeError};
 use crate::model::*;
-use crate::command::{self, CommandEvent, CommandRequest};
 use crate::sessions::{AgentRequest, AgentResponse, RequestBody, Session, SessionManager, SessionTarget};
 use crate::store::{self as db, ArtifactRow, EndpointRow, RuntimeRow, VersionRow};
 
 const JOB_BUILD: &str = "runtime.build";
+
+/// A connection to an agent's WebSocket endpoint, before the handshake.
+pub struct AgentSocket {
+    pub stream: tokio::net::UnixStream,
+    pub port: u16,
+    pub headers: Vec<(String, String)>,
+    pub activity: crate::sessions::SessionActivity,
+}
 /// The tag that picks a runtime's isolation tier.
 pub const ISOLATION_TAG: &str = "berth:isolation";
 const JOB_DELETE: &str = "runtime.delete";
@@ -963,8 +971,8 @@ impl RuntimeService {
                 ));
             }
         };
-        let account = berth_core::AccountId::try_from(account)
-            .map_err(|_| RuntimeError::RuntimeNotFound(arn.clone()))?;
+        let account =
+            berth_core::AccountId::try_from(account).map_err(|_| RuntimeError::RuntimeNotFound(arn.clone()))?;
         let caller = Caller {
             account,
             access_key_id: String::new(),
@@ -1022,6 +1030,34 @@ impl RuntimeService {
             definition.jwt_authorizer().is_some(),
         ));
         session.invoke(AgentRequest { headers, body: payload }).await
+    }
+
+    /// A WebSocket connection to the session's agent (`/runtimes/{arn}/ws`, spec §3.6): the
+    /// stream to the agent's port, the headers its `/ws` handshake carries, and a guard that
+    /// keeps the session busy while the socket is open.
+    pub async fn open_agent_socket(
+        &self,
+        caller: &Caller,
+        input: &Value,
+        caller_headers: &[(String, String)],
+    ) -> Result<AgentSocket> {
+        let (session, definition) = self.session_for(caller, input).await?;
+        let mut headers = vec![(
+            "x-amzn-bedrock-agentcore-runtime-session-id".to_string(),
+            text(input, "runtimeSessionId").unwrap_or_default(),
+        )];
+        headers.extend(crate::headers::forwarded(
+            caller_headers,
+            definition.header_allowlist(),
+            definition.jwt_authorizer().is_some(),
+        ));
+        let (stream, activity) = session.connect_agent().await?;
+        Ok(AgentSocket {
+            stream,
+            port: session.port(),
+            headers,
+            activity,
+        })
     }
 
     /// GetAgentCard: the A2A agent's card, from the session named (one is started if needed).

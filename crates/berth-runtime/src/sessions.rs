@@ -549,7 +549,10 @@ impl Session {
     pub async fn invoke(self: &Arc<Self>, mut request: AgentRequest) -> Result<AgentResponse> {
         let activity = Activity::new(self.clone());
         let added_mcp_session = (self.protocol == MCP
-            && !request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(MCP_SESSION_HEADER)))
+            && !request
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(MCP_SESSION_HEADER)))
         .then(|| self.key.session_id.clone());
         if let Some(id) = &added_mcp_session {
             request.headers.push((MCP_SESSION_HEADER.into(), id.clone()));
@@ -596,12 +599,35 @@ impl Session {
         })
     }
 
+    /// A connection to the agent's WebSocket port (spec §3.6), for the caller to upgrade; the
+    /// session counts as busy while the returned guard lives.
+    pub async fn connect_agent(self: &Arc<Self>) -> Result<(tokio::net::UnixStream, SessionActivity)> {
+        let activity = SessionActivity {
+            _activity: Activity::new(self.clone()),
+        };
+        let stream = self.sandbox.guest().connect(self.port).await.map_err(|e| {
+            RuntimeError::Agent(format!(
+                "the agent is not listening on port {}: {e}; its output:\n{}",
+                self.port,
+                self.log_tail()
+            ))
+        })?;
+        Ok((stream, activity))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// GetAgentCard: the A2A agent's `/.well-known/agent-card.json`.
     pub async fn agent_card(self: &Arc<Self>) -> Result<serde_json::Value> {
         if self.protocol != A2A {
             return Err(RuntimeError::invalid(
                 "agentRuntimeArn",
-                format!("agent cards are served by A2A runtimes; this one serves {}", self.protocol),
+                format!(
+                    "agent cards are served by A2A runtimes; this one serves {}",
+                    self.protocol
+                ),
             ));
         }
         let _activity = Activity::new(self.clone());
@@ -622,9 +648,13 @@ impl Session {
                 "Received error ({status}) from runtime for {AGENT_CARD_PATH}: {text}"
             )));
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| RuntimeError::Agent(format!("the agent card is not JSON: {e}")))
+        serde_json::from_slice(&body).map_err(|e| RuntimeError::Agent(format!("the agent card is not JSON: {e}")))
     }
+}
+
+/// Keeps a session from being reaped as idle while a WebSocket to its agent is open.
+pub struct SessionActivity {
+    _activity: Activity,
 }
 
 /// Counts an invocation as active from its start until its response body is dropped, so a

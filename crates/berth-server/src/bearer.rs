@@ -19,7 +19,10 @@ const BEARER_OPERATIONS: &[&str] = &[INVOKE, INVOKE_COMMAND, "GetAgentCard", "St
 pub fn token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// The query parameters the runtime needs to find the target (`qualifier`, `accountId`).

@@ -194,10 +194,12 @@ async fn handle(state: AppState, request: Request, request_id: String) -> Respon
     // is read, as a signature is.
     let bearer_caller = match bearer {
         None => None,
-        Some(token) => match crate::bearer::authorize(&state, found.as_ref(), raw_query.as_deref(), token, &request_id).await {
-            Ok(caller) => Some(caller),
-            Err(error) => return error_response(&error, &request_id),
-        },
+        Some(token) => {
+            match crate::bearer::authorize(&state, found.as_ref(), raw_query.as_deref(), token, &request_id).await {
+                Ok(caller) => Some(caller),
+                Err(error) => return error_response(&error, &request_id),
+            }
+        }
     };
     let carries_payload = artifact.is_some() || found.as_ref().is_some_and(|f| f.operation.name == INVOKE);
     let limit = if carries_payload {

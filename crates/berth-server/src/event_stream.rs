@@ -29,7 +29,10 @@ where
     let mut response = Response::new(Body::from_stream(frames));
     *response.status_mut() = StatusCode::OK;
     let out = response.headers_mut();
-    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(eventstream::CONTENT_TYPE));
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(eventstream::CONTENT_TYPE),
+    );
     for (name, value) in headers {
         if let Ok(value) = HeaderValue::from_str(value) {
             out.insert(HeaderName::from_static(name), value);

@@ -64,7 +64,9 @@ pub async fn invoke(
             spooled.into_body()
         },
     );
-    let answer = runtime.invoke_agent_runtime(&caller, &input, headers, &forwardable, payload).await;
+    let answer = runtime
+        .invoke_agent_runtime(&caller, &input, headers, &forwardable, payload)
+        .await;
     let agent = match answer {
         Ok(agent) => agent,
         Err(e) => {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod operations;
 pub mod spool;
 pub mod state;
+pub mod ws;
 
 pub use auth::{AccessKey, KeyStore};
 pub use state::{AppState, ServerSettings, Services};
@@ -31,6 +32,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(state::health))
         .route("/metrics", get(metrics::metrics))
+        .route("/runtimes/{arn}/ws", get(ws::connect))
         .fallback(dispatch::dispatch)
         .with_state(state)
 }

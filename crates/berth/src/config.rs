@@ -29,9 +29,32 @@ pub struct FileConfig {
     #[serde(default)]
     pub interpreter: InterpreterFile,
     #[serde(default)]
+    pub tls: TlsFile,
+    #[serde(default)]
     pub models: berth_models::ModelsConfig,
     #[serde(default)]
     pub access_keys: Vec<AccessKey>,
+}
+
+/// `[tls]`: the HTTPS listener of `serve --tls`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub enabled: Option<bool>,
+    /// [default: 127.0.0.1:8443]
+    pub listen: Option<String>,
+    /// The names the server certificate covers [default: localhost, 127.0.0.1,
+    /// agentcore.local.api.aws and the region's bedrock-agentcore(-control) hosts]
+    pub hostnames: Option<Vec<String>>,
+}
+
+/// The HTTPS listener, when enabled.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub hostnames: Vec<String>,
+    /// Where the local CA lives (`DATA_DIR/tls`).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,10 +284,17 @@ pub struct Overrides {
     /// Log filter, e.g. `info` or `berth=debug` [default: info]
     #[arg(long, env = "BERTH_LOG")]
     pub log: Option<String>,
+    /// Also serve HTTPS, with a certificate from a local CA (DATA_DIR/tls/ca.pem), for the SDK
+    /// helpers that only talk to AWS-named https:// hosts
+    #[arg(long, env = "BERTH_TLS")]
+    pub tls: bool,
+    /// Address of the HTTPS listener [default: 127.0.0.1:8443]
+    #[arg(long, env = "BERTH_TLS_LISTEN")]
+    pub tls_listen: Option<String>,
 }
 
 /// The environment variables Berth reads. `BERTH_TEST_*` is reserved for the test suite.
-const KNOWN_VARIABLES: [&str; 8] = [
+const KNOWN_VARIABLES: [&str; 10] = [
     "BERTH_LISTEN",
     "BERTH_DATA_DIR",
     "BERTH_DATABASE_URL",
@@ -273,6 +303,8 @@ const KNOWN_VARIABLES: [&str; 8] = [
     "BERTH_CONFIG",
     "BERTH_REGION",
     "BERTH_LOG",
+    "BERTH_TLS",
+    "BERTH_TLS_LISTEN",
 ];
 
 /// The validated configuration.
@@ -292,6 +324,7 @@ pub struct Config {
     pub access_keys: Vec<AccessKey>,
     pub runtime: RuntimeConfig,
     pub interpreter: InterpreterConfig,
+    pub tls: Option<TlsConfig>,
 }
 
 /// `$XDG_…/within`, or `$HOME/home_fallback/within` when the XDG variable is not set.
@@ -420,6 +453,28 @@ impl Config {
             .clone()
             .or(file.interpreter.environment_dir.clone())
             .unwrap_or_else(default_interpreter_dir);
+        let tls = if overrides.tls || overrides.tls_listen.is_some() || file.tls.enabled.unwrap_or(false) {
+            let tls_listen = overrides
+                .tls_listen
+                .or(file.tls.listen)
+                .unwrap_or_else(|| "127.0.0.1:8443".into());
+            let hostnames = file
+                .tls
+                .hostnames
+                .unwrap_or_else(|| crate::tls::default_hostnames(&region));
+            if hostnames.is_empty() {
+                bail!("tls.hostnames: name at least one host");
+            }
+            Some(TlsConfig {
+                listen: tls_listen
+                    .parse()
+                    .with_context(|| format!("tls.listen: `{tls_listen}` is not an address like 127.0.0.1:8443"))?,
+                hostnames,
+                dir: data_dir.join("tls"),
+            })
+        } else {
+            None
+        };
         for (i, key) in file.access_keys.iter().enumerate() {
             if key.access_key_id.len() < 16 || key.secret_access_key.len() < 16 {
                 bail!("access_keys[{i}]: access_key_id and secret_access_key must be at least 16 characters");
@@ -443,6 +498,7 @@ impl Config {
             access_keys: file.access_keys,
             interpreter: InterpreterConfig::from_file(file.interpreter, interpreter_dir, &runtime)?,
             runtime,
+            tls,
         })
     }
 

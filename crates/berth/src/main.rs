@@ -6,6 +6,7 @@ mod credentials;
 mod deploy;
 mod doctor;
 mod serve;
+mod tls;
 
 use clap::{Parser, Subcommand};
 

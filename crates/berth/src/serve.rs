@@ -280,6 +280,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
         let _ = stream.set_nodelay(true);
     });
+    if let Some(tls) = &config.tls {
+        let (tls_config, ca) = crate::tls::server_config(&tls.dir, &tls.hostnames)?;
+        let tls_listener = tokio::net::TcpListener::bind(tls.listen)
+            .await
+            .with_context(|| format!("listening on {} (TLS)", tls.listen))?;
+        let tls_address = tls_listener.local_addr()?;
+        let tls_listener = crate::tls::TlsListener::new(tls_listener, tls_config)?;
+        println!(
+            "berth listening on https://{tls_address} (trust {}; names: {})",
+            ca.display(),
+            tls.hostnames.join(", ")
+        );
+        let (tls_app, tls_stop) = (app.clone(), stopped(stop_rx.clone()));
+        tasks.spawn(async move {
+            if let Err(error) = axum::serve(tls_listener, tls_app)
+                .with_graceful_shutdown(tls_stop)
+                .await
+            {
+                tracing::error!(%error, "TLS server error");
+            }
+        });
+    }
     let server_stop = stopped(stop_rx.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(server_stop).await });
 

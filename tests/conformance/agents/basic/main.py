@@ -63,5 +63,20 @@ def handle(payload, context):
     return {"error": f"unknown op {op}"}
 
 
+@app.websocket
+async def echo(websocket, context):
+    """Echoes text and binary frames; the first text reply names the session."""
+    await websocket.accept()
+    await websocket.send_text(f"session {context.session_id}")
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await websocket.send_text("echo: " + message["text"])
+        elif message.get("bytes") is not None:
+            await websocket.send_bytes(message["bytes"][::-1])
+
+
 if __name__ == "__main__":
     app.run(port=int(os.environ.get("PORT", "8080")))
