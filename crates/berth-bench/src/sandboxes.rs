@@ -22,6 +22,7 @@ async fn measure(backend: &dyn Backend, runs: usize) -> anyhow::Result<[Vec<Dura
             limits: Limits::default(),
             egress: Egress::Denied,
             forwards: vec![],
+            root: None,
         };
         let started = Instant::now();
         let sandbox = backend.create(spec).await?;

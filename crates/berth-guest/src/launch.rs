@@ -29,7 +29,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork, pivot_root, sethostname, setresgid, setresuid};
 
 use crate::confine;
-use crate::protocol::{CONTROL_MOUNT, GUEST_SOCKET, LaunchConfig, MountSpec, WORKSPACE_MOUNT};
+use crate::protocol::{CONTROL_MOUNT, GUEST_SOCKET, LaunchConfig, MountSpec, RootEntry, WORKSPACE_MOUNT};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -125,6 +125,8 @@ struct Sources {
     control: OwnedFd,
     workspace: OwnedFd,
     mounts: Vec<OwnedFd>,
+    /// The image root, when the sandbox runs from one.
+    root: Option<OwnedFd>,
 }
 
 impl Sources {
@@ -139,6 +141,7 @@ impl Sources {
             control: open(&config.control_dir)?,
             workspace: open(&config.workspace_dir)?,
             mounts: config.mounts.iter().map(|m| open(&m.source)).collect::<Result<_>>()?,
+            root: config.root.as_deref().map(open).transpose()?,
         })
     }
 }
@@ -262,20 +265,20 @@ fn build_root(config: &LaunchConfig, sources: &Sources) -> Result<()> {
         || format!("mount the root tmpfs on {}", root.display()),
     )?;
 
-    for dir in ["usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt"] {
-        let host = Path::new("/").join(dir);
-        if let Ok(target) = fs::read_link(&host) {
-            // Merged-/usr systems: /bin -> usr/bin and friends stay symlinks.
-            context(symlink(&target, root.join(dir)), || format!("symlink /{dir}"))?;
-        } else if host.is_dir() && dir != "opt" {
-            bind(
+    let image_root = sources.root.as_ref().map(fd_path);
+    for entry in crate::protocol::root_entries(image_root.as_deref()) {
+        match entry {
+            RootEntry::Symlink { name, target } => {
+                context(symlink(&target, root.join(&name)), || format!("symlink /{name}"))?;
+            }
+            RootEntry::Bind { name, source } => bind(
                 root,
                 &MountSpec {
-                    source: host,
-                    target: PathBuf::from("/").join(dir),
+                    source,
+                    target: PathBuf::from("/").join(name),
                     writable: false,
                 },
-            )?;
+            )?,
         }
     }
     for (spec, fd) in config.mounts.iter().zip(&sources.mounts) {

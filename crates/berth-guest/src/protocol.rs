@@ -37,6 +37,72 @@ pub struct LaunchConfig {
     pub tmp_bytes: u64,
     /// TCP ports on the sandbox's loopback that lead to host Unix sockets.
     pub bridges: Vec<Bridge>,
+    /// A root filesystem (a container image's) to run from instead of the host's system
+    /// directories; read-only.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+}
+
+/// The host's directories every sandbox sees, read-only, when it has no root of its own.
+pub const SYSTEM_DIRS: [&str; 8] = ["usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+/// Top-level names of an image's root that the sandbox provides itself.
+const SANDBOX_OWNED: [&str; 6] = ["proc", "dev", "tmp", "run", "workspace", ".berth"];
+
+/// One top-level entry of a sandbox's root, outside the sandbox's own mounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootEntry {
+    /// A directory or file bound read-only from `source`.
+    Bind { name: String, source: PathBuf },
+    /// A symbolic link (merged-/usr systems' `/bin -> usr/bin`), recreated as it is.
+    Symlink { name: String, target: PathBuf },
+}
+
+/// What goes at the top of a sandbox's root: the host's system directories (and `/opt` when it
+/// is a link; as a directory it would hide the runtimes' `/opt/venv` mount point), or, with an
+/// image root, that root's top-level directories, files and links. `image_root` may be a
+/// `/proc/self/fd/N` path to it.
+pub fn root_entries(image_root: Option<&std::path::Path>) -> Vec<RootEntry> {
+    let classify = |name: String, path: PathBuf| -> Option<RootEntry> {
+        match std::fs::read_link(&path) {
+            Ok(target) => Some(RootEntry::Symlink { name, target }),
+            Err(_) if path.is_dir() || path.is_file() => Some(RootEntry::Bind { name, source: path }),
+            Err(_) => None,
+        }
+    };
+    match image_root {
+        None => {
+            let mut entries: Vec<RootEntry> = SYSTEM_DIRS
+                .iter()
+                .filter_map(|dir| classify(dir.to_string(), std::path::Path::new("/").join(dir)))
+                .collect();
+            if let Ok(target) = std::fs::read_link("/opt") {
+                entries.push(RootEntry::Symlink {
+                    name: "opt".into(),
+                    target,
+                });
+            }
+            entries
+        }
+        Some(root) => {
+            let mut names: Vec<String> = std::fs::read_dir(root)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter(|name| !SANDBOX_OWNED.contains(&name.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+                .into_iter()
+                .filter_map(|name| {
+                    let path = root.join(&name);
+                    classify(name, path)
+                })
+                .collect()
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -308,11 +308,12 @@ async fn start_service(stream: &mut BufReader<UnixStream>, spec: ServiceSpec, se
         Err(message) => return reply(stream, &Reply::error(message)).await,
     };
     let log = Arc::new(tokio::sync::Mutex::new(RotatingLog::new(spec.log_limit_bytes)));
+    let mut copies = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(copy_to_log(stdout, log.clone()));
+        copies.push(tokio::spawn(copy_to_log(stdout, log.clone())));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(copy_to_log(stderr, log));
+        copies.push(tokio::spawn(copy_to_log(stderr, log)));
     }
     let pid = child.id();
     lock(&service).state = ServiceState {
@@ -326,6 +327,9 @@ async fn start_service(stream: &mut BufReader<UnixStream>, spec: ServiceSpec, se
             Err(_) => ExitStatus::default(),
         };
         kill_group(pid, libc::SIGKILL);
+        // The exit is reported once the output is in the log, so whoever sees the exit reads
+        // the last words (a process outside the group holding the pipe gets a second).
+        let _ = tokio::time::timeout(Duration::from_secs(1), wait_all(copies)).await;
         lock(&service).state.exit = Some(exit);
     });
     reply(
@@ -340,6 +344,12 @@ async fn start_service(stream: &mut BufReader<UnixStream>, spec: ServiceSpec, se
         },
     )
     .await
+}
+
+async fn wait_all(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for handle in handles {
+        let _ = handle.await;
+    }
 }
 
 async fn signal_service(stream: &mut BufReader<UnixStream>, signal: i32, service: &Shared) -> std::io::Result<()> {

@@ -72,6 +72,7 @@ impl Sessions {
             limits: self.settings.limits.clone(),
             egress: egress.clone(),
             forwards: Vec::new(),
+            root: None,
         };
         let sandbox = self
             .backend

@@ -2,6 +2,7 @@
 //! and its dependencies are installed into a virtual environment by a build sandbox (so a
 //! package's install scripts run confined, like the agent itself).
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use std::time::Duration;
 
 use berth_sandbox::{Backend, Egress, ExecSpec, Limits, MountSpec, SandboxSpec};
 
+use crate::image::{self, ImageConfig, ImageSource};
 use crate::model::{CodeConfiguration, Definition, python_for};
+use crate::registry;
 
 /// Where a built version lives, and what it mounts.
 #[derive(Clone, Debug)]
@@ -44,6 +47,57 @@ impl BuiltVersion {
         self.dir.join("build.log")
     }
 
+    /// A container image's root filesystem.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// A container image's command, environment and working directory.
+    pub fn image_config(&self) -> PathBuf {
+        self.dir.join("image.json")
+    }
+
+    /// A code version's program: the entry point in the built environment.
+    pub fn code_program(&self, code: &CodeConfiguration) -> Program {
+        Program {
+            argv: entry_command(code),
+            cwd: APP_MOUNT.into(),
+            base_env: BTreeMap::new(),
+            forced_env: BTreeMap::from([
+                (
+                    "PATH".to_string(),
+                    format!("{VENV_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin"),
+                ),
+                ("VIRTUAL_ENV".to_string(), VENV_MOUNT.to_string()),
+            ]),
+            mounts: self.mounts(),
+            root: None,
+        }
+    }
+
+    /// How a session of this version runs.
+    pub fn program(&self, definition: &Definition) -> Result<Program, String> {
+        let artifact = &definition.agent_runtime_artifact;
+        if let Some(code) = &artifact.code_configuration {
+            return Ok(self.code_program(code));
+        }
+        let text = std::fs::read(self.image_config())
+            .map_err(|e| format!("the image of this version is not unpacked: {e}"))?;
+        let image: ImageConfig = serde_json::from_slice(&text).map_err(|e| format!("image.json: {e}"))?;
+        let mut base_env = image.env;
+        base_env
+            .entry("PATH".into())
+            .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        Ok(Program {
+            argv: image.argv,
+            cwd: image.working_dir.unwrap_or_else(|| "/".into()),
+            base_env,
+            forced_env: BTreeMap::new(),
+            mounts: Vec::new(),
+            root: Some(self.rootfs()),
+        })
+    }
+
     /// The read-only mounts a session of this version gets.
     pub fn mounts(&self) -> Vec<MountSpec> {
         vec![
@@ -59,6 +113,20 @@ impl BuiltVersion {
             },
         ]
     }
+}
+
+/// What a session runs, and from what.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub argv: Vec<String>,
+    pub cwd: String,
+    /// The environment under the runtime's `environmentVariables` (an image's `Env`).
+    pub base_env: BTreeMap<String, String>,
+    /// Set over everything else (the code environment's `PATH`).
+    pub forced_env: BTreeMap<String, String>,
+    pub mounts: Vec<MountSpec>,
+    /// An image's root filesystem, instead of the host's system directories.
+    pub root: Option<PathBuf>,
 }
 
 /// What the build needs besides the bundle.
@@ -97,13 +165,10 @@ pub async fn build(
 ) -> Result<(), String> {
     let artifact = &definition.agent_runtime_artifact;
     let Some(code) = &artifact.code_configuration else {
-        return Err(if artifact.container_configuration.is_some() {
-            "container images (containerConfiguration) are not supported by this Berth yet; deploy the agent's \
-             code with codeConfiguration (`berth deploy`)"
-                .into()
-        } else {
-            "agentRuntimeArtifact names no code".into()
-        });
+        return match &artifact.container_configuration {
+            Some(container) => build_image(&container.container_uri, target).await,
+            None => Err("agentRuntimeArtifact names no code".into()),
+        };
     };
     let Some(python) = python_for(&code.runtime) else {
         return Err(format!(
@@ -166,6 +231,42 @@ pub async fn build(
     Ok(())
 }
 
+/// Fetches and unpacks a container image into the version's root filesystem.
+async fn build_image(uri: &str, target: &BuiltVersion) -> Result<(), String> {
+    let source = ImageSource::parse(uri)?;
+    let _ = tokio::fs::remove_dir_all(&target.dir).await;
+    tokio::fs::create_dir_all(&target.dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let local = match &source {
+        ImageSource::Registry(reference) => {
+            let layout = target.dir.join("layout");
+            registry::pull(reference, &layout)
+                .await
+                .map_err(|e| format!("pulling {uri}: {e}"))?;
+            ImageSource::Layout {
+                path: layout,
+                reference: None,
+            }
+        }
+        local => local.clone(),
+    };
+    let (work, rootfs) = (target.dir.clone(), target.rootfs());
+    let config = tokio::task::spawn_blocking(move || image::unpack_local(&local, &work, &rootfs))
+        .await
+        .map_err(|e| format!("unpacking failed: {e}"))?
+        .map_err(|e| format!("the image {uri} could not be unpacked: {e}"))?;
+    // The layout was only the way in; the root filesystem is what sessions use.
+    let _ = tokio::fs::remove_dir_all(target.dir.join("layout")).await;
+    if config.argv.is_empty() {
+        return Err(format!("the image {uri} names no Entrypoint or Cmd"));
+    }
+    let json = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
+    tokio::fs::write(target.image_config(), json)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 async fn install(
     context: &BuildContext,
     python: &str,
@@ -189,6 +290,7 @@ async fn install(
         limits: Limits::default(),
         egress: context.egress.clone(),
         forwards: vec![],
+        root: None,
     };
     let sandbox = context
         .backend

@@ -8,7 +8,6 @@ use berth_sandbox::ExecSpec;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::build::APP_MOUNT;
 use crate::error::{Result, RuntimeError};
 use crate::sessions::{Activity, Session};
 
@@ -101,7 +100,7 @@ pub async fn run(session: Arc<Session>, request: CommandRequest) -> Result<mpsc:
     let spec = ExecSpec {
         argv: vec!["/bin/sh".into(), "-c".into(), request.command],
         env: session.env().clone(),
-        cwd: Some(APP_MOUNT.into()),
+        cwd: Some(session.cwd().to_string()),
         timeout_ms: Some(request.timeout.as_millis() as u64),
     };
     let mut exec = session

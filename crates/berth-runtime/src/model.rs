@@ -48,8 +48,15 @@ pub struct RequestHeaderConfiguration {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Artifact {
-    pub container_configuration: Option<serde_json::Value>,
+    pub container_configuration: Option<ContainerConfiguration>,
     pub code_configuration: Option<CodeConfiguration>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerConfiguration {
+    /// `oci:PATH[:REF]`, `oci-archive:PATH[:REF]`, or `[REGISTRY/]REPOSITORY[:TAG|@DIGEST]`.
+    pub container_uri: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -172,6 +172,10 @@ impl RuntimeService {
                 .check()
                 .map_err(|(field, message)| RuntimeError::invalid(field, message))?;
         }
+        if let Some(container) = &typed.agent_runtime_artifact.container_configuration {
+            crate::image::ImageSource::parse(&container.container_uri)
+                .map_err(|e| RuntimeError::invalid("agentRuntimeArtifact.containerConfiguration.containerUri", e))?;
+        }
         if let Some(code) = &typed.agent_runtime_artifact.code_configuration
             && code.code.s3.is_none()
         {
@@ -996,11 +1000,9 @@ impl RuntimeService {
         let session_id = text(input, "runtimeSessionId")
             .ok_or_else(|| RuntimeError::invalid("runtimeSessionId", "a session id is required"))?;
         let (runtime, version, definition) = self.authorized_target(caller, input).await?;
-        let code = definition
-            .agent_runtime_artifact
-            .code_configuration
-            .clone()
-            .ok_or_else(|| RuntimeError::Agent("this runtime has no runnable artifact".into()))?;
+        let program = BuiltVersion::new(&self.runtimes_dir(), &runtime.runtime_id, version.version)
+            .program(&definition)
+            .map_err(RuntimeError::Agent)?;
         let target = SessionTarget {
             tier: self.tier_of(&runtime.arn).await?,
             account: &caller.account,
@@ -1008,8 +1010,7 @@ impl RuntimeService {
             runtime_arn: &runtime.arn,
             version: version.version,
             definition: &definition,
-            code: &code,
-            built: BuiltVersion::new(&self.runtimes_dir(), &runtime.runtime_id, version.version),
+            program,
         };
         let session = self.inner.sessions.session(target, &session_id).await?;
         Ok((session, definition))

@@ -18,9 +18,9 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::build::{APP_MOUNT, BuiltVersion, VENV_MOUNT, entry_command};
+use crate::build::Program;
 use crate::error::{Result, RuntimeError};
-use crate::model::{CodeConfiguration, Definition};
+use crate::model::Definition;
 
 const SERVICE_LOG_LIMIT: u64 = 8 * 1024 * 1024;
 const PING_INTERVAL: Duration = Duration::from_millis(10);
@@ -79,8 +79,9 @@ pub struct Session {
     idle_timeout: Duration,
     max_lifetime: Duration,
     access_key_id: String,
-    /// The agent's environment; commands run with it too.
+    /// The agent's environment and working directory; commands run with them too.
     env: BTreeMap<String, String>,
+    cwd: String,
 }
 
 /// What `/health` and the metrics show of a session.
@@ -106,8 +107,8 @@ pub struct SessionTarget<'a> {
     pub runtime_arn: &'a str,
     pub version: i64,
     pub definition: &'a Definition,
-    pub code: &'a CodeConfiguration,
-    pub built: BuiltVersion,
+    /// What runs in the sandbox: the built code, or a container image's root and command.
+    pub program: Program,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Session>>>>;
@@ -186,16 +187,25 @@ impl SessionManager {
         let api_port = self.settings.api_address.port();
         let spec = SandboxSpec {
             label: target.runtime_id.to_string(),
-            mounts: target.built.mounts(),
+            mounts: target.program.mounts.clone(),
             limits: self.settings.limits.clone(),
             egress: egress.clone(),
             forwards: vec![HostForward {
                 guest_port: api_port,
                 target: self.settings.api_address,
             }],
+            root: target.program.root.clone(),
         };
-        let sandbox = self
-            .backend(target.tier)?
+        let backend = self.backend(target.tier)?;
+        if spec.root.is_some() && backend.tier() == Tier::Gvisor {
+            // runsc starts the guest by exec inside the container's root, and the guest is
+            // linked against the host's libc, which an image's root does not have.
+            return Err(RuntimeError::invalid(
+                "tags.berth:isolation",
+                "container images run on the namespace tier in this Berth; the gVisor tier runs code runtimes",
+            ));
+        }
+        let sandbox = backend
             .create(spec)
             .await
             .map_err(|e| RuntimeError::Internal(format!("could not start a sandbox: {e}")))?;
@@ -215,11 +225,12 @@ impl SessionManager {
             max_lifetime: Duration::from_secs(max_lifetime),
             access_key_id: key_id,
             env,
+            cwd: target.program.cwd.clone(),
         };
         let service = ServiceSpec {
-            argv: entry_command(target.code),
+            argv: target.program.argv.clone(),
             env: session.env.clone(),
-            cwd: Some(APP_MOUNT.into()),
+            cwd: Some(target.program.cwd.clone()),
             log_limit_bytes: SERVICE_LOG_LIMIT,
         };
         let started = async {
@@ -249,7 +260,8 @@ impl SessionManager {
         key_id: &str,
         secret: &str,
     ) -> BTreeMap<String, String> {
-        let mut env = target.definition.environment_variables.clone();
+        let mut env = target.program.base_env.clone();
+        env.extend(target.definition.environment_variables.clone());
         let api = format!("http://127.0.0.1:{api_port}");
         let region = self.settings.region.clone();
         let invocation_url = format!(
@@ -269,12 +281,11 @@ impl SessionManager {
             ("DOCKER_CONTAINER", "1".into()),
             ("HOME", WORKSPACE_MOUNT.into()),
             ("PYTHONUNBUFFERED", "1".into()),
-            ("PATH", format!("{VENV_MOUNT}/bin:/usr/local/bin:/usr/bin:/bin")),
-            ("VIRTUAL_ENV", VENV_MOUNT.into()),
         ];
         for (name, value) in platform {
             env.insert(name.into(), value);
         }
+        env.extend(target.program.forced_env.clone());
         if *egress != Egress::Denied {
             let proxy = format!("http://127.0.0.1:{}", berth_sandbox::EGRESS_PROXY_PORT);
             for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
@@ -443,6 +454,10 @@ impl Session {
 
     pub(crate) fn env(&self) -> &BTreeMap<String, String> {
         &self.env
+    }
+
+    pub(crate) fn cwd(&self) -> &str {
+        &self.cwd
     }
 
     /// Sends one HTTP/1.1 request to the agent over a fresh guest connection.

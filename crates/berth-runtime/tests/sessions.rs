@@ -152,8 +152,7 @@ async fn call(
         runtime_arn: "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/agent-0123456789",
         version: 1,
         definition,
-        code,
-        built: f.built.clone(),
+        program: f.built.code_program(code),
     };
     let session = f.manager.session(target, sid).await.map_err(|e| e.to_string())?;
     let response = session

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_guest::protocol::{Bridge, CONTROL_MOUNT, WORKSPACE_MOUNT};
+use berth_guest::protocol::{Bridge, CONTROL_MOUNT, RootEntry, WORKSPACE_MOUNT, root_entries};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
@@ -27,8 +27,6 @@ const GVISOR_MEMORY_OVERHEAD: u64 = 192 * 1024 * 1024;
 const GVISOR_HOST_THREADS: u64 = 1024;
 /// Where the guest binary appears inside the container.
 const GUEST_PATH: &str = "/.berth/guest";
-/// Host directories every sandbox sees read-only (as in the namespace tier).
-const SYSTEM_DIRS: [&str; 8] = ["usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
 #[derive(Clone, Debug)]
 pub struct GvisorSettings {
@@ -105,10 +103,9 @@ fn oci_config(
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "nodev", "mode=1777", format!("size={}", spec.limits.tmp_bytes)]}),
     ];
-    for dir in SYSTEM_DIRS {
-        let path = Path::new("/").join(dir);
-        if path.is_dir() && std::fs::read_link(&path).is_err() {
-            mounts.push(bind(&path, &format!("/{dir}"), false));
+    for entry in root_entries(spec.root.as_deref()) {
+        if let RootEntry::Bind { name, source } = entry {
+            mounts.push(bind(&source, &format!("/{name}"), false));
         }
     }
     for MountSpec {
@@ -151,18 +148,18 @@ fn oci_config(
     })
 }
 
-/// The container's root: empty mount points, and the host's merged-/usr symlinks.
+/// The container's root: empty mount points, and the merged-/usr symlinks of the host (or of
+/// the image the sandbox runs from).
 fn build_rootfs(rootfs: &Path, spec: &SandboxSpec) -> std::io::Result<()> {
     for dir in ["proc", "dev", "tmp", "run/berth", "workspace", ".berth"] {
         std::fs::create_dir_all(rootfs.join(dir))?;
     }
     std::fs::write(rootfs.join(".berth/guest"), b"")?;
-    for dir in SYSTEM_DIRS {
-        let host = Path::new("/").join(dir);
-        match std::fs::read_link(&host) {
-            Ok(target) => std::os::unix::fs::symlink(target, rootfs.join(dir))?,
-            Err(_) if host.is_dir() => std::fs::create_dir_all(rootfs.join(dir))?,
-            Err(_) => {}
+    for entry in root_entries(spec.root.as_deref()) {
+        match entry {
+            RootEntry::Symlink { name, target } => std::os::unix::fs::symlink(target, rootfs.join(name))?,
+            RootEntry::Bind { name, source } if source.is_dir() => std::fs::create_dir_all(rootfs.join(name))?,
+            RootEntry::Bind { name, .. } => std::fs::write(rootfs.join(name), b"")?,
         }
     }
     for mount in &spec.mounts {

@@ -120,6 +120,9 @@ pub struct SandboxSpec {
     pub limits: Limits,
     pub egress: Egress,
     pub forwards: Vec<HostForward>,
+    /// A root filesystem to run from (a container image's), read-only, instead of the host's
+    /// system directories.
+    pub root: Option<std::path::PathBuf>,
 }
 
 /// Resource use so far, from cgroup accounting.

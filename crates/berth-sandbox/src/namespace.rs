@@ -102,6 +102,7 @@ async fn start(
         hostname: "berth".into(),
         tmp_bytes: spec.limits.tmp_bytes,
         bridges,
+        root: spec.root.clone(),
     };
     let (program, args) = settings
         .guest_command

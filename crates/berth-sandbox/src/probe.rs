@@ -24,6 +24,7 @@ pub async fn probe_backend(backend: &dyn Backend) -> TierReport {
         limits: Limits::default(),
         egress: Egress::Denied,
         forwards: vec![],
+        root: None,
     };
     let report = |available, detail| TierReport {
         tier: backend.tier(),

@@ -104,6 +104,7 @@ fn spec() -> SandboxSpec {
         limits: Limits::default(),
         egress: Egress::Denied,
         forwards: vec![],
+        root: None,
     }
 }
 

@@ -208,6 +208,21 @@ fn scalar_from_text(model: &ServiceModel, shape: &Shape, mut values: Vec<String>
 static PATTERNS: LazyLock<RwLock<HashMap<String, Option<Arc<fancy_regex::Regex>>>>> =
     LazyLock::new(|| RwLock::new(HashMap::new()));
 
+/// Values Berth accepts beyond a model's pattern, by the field's path. The only one: container
+/// images from a local OCI image layout or archive (`oci:PATH`, `oci-archive:PATH`) or from a
+/// registry other than ECR, which the model's ECR-only pattern would refuse. The runtime parses
+/// the value itself and refuses what it cannot use.
+fn berth_extension(path: &str, text: &str) -> bool {
+    if !path.ends_with("containerConfiguration.containerUri") {
+        return false;
+    }
+    let registry_reference = text.split('/').count() >= 2
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-:/@".contains(&b));
+    text.starts_with("oci:") || text.starts_with("oci-archive:") || registry_reference
+}
+
 /// The compiled, fully anchored form of a model pattern (AWS validates patterns as full matches).
 fn pattern(source: &str) -> Option<Arc<fancy_regex::Regex>> {
     if let Some(found) = PATTERNS.read().get(source) {
@@ -351,7 +366,8 @@ pub fn validate(
                     format!("Member must satisfy enum value set: [{}]", shape.enum_values.join(", ")),
                 ));
             } else if let Some(source) = &shape.pattern {
-                let matched = pattern(source).is_none_or(|re| re.is_match(text).unwrap_or(false));
+                let matched =
+                    pattern(source).is_none_or(|re| re.is_match(text).unwrap_or(false)) || berth_extension(path, text);
                 if !matched {
                     errors.push(FieldError::new(
                         path,
@@ -448,6 +464,26 @@ mod tests {
             ErrorKind::Validation { fields, .. } => fields.into_iter().map(|f| f.name).collect(),
             other => panic!("expected validation, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn container_uris_beyond_ecr_are_a_berth_extension_of_that_field_only() {
+        let field = "agentRuntimeArtifact.containerConfiguration.containerUri";
+        for accepted in [
+            "oci:/srv/images/agent:v1",
+            "oci-archive:/tmp/a.tar",
+            "localhost:5000/agents/echo:v1",
+            "ghcr.io/org/agent@sha256:ab",
+        ] {
+            assert!(berth_extension(field, accepted), "{accepted}");
+        }
+        for refused in ["Not A Reference!", "agent", "UPPER/case"] {
+            assert!(!berth_extension(field, refused), "{refused}");
+        }
+        assert!(
+            !berth_extension("agentRuntimeName", "oci:/x"),
+            "other fields keep their patterns"
+        );
     }
 
     #[test]
