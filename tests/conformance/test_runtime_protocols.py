@@ -252,6 +252,10 @@ def test_flow_9_jwt_runtime_with_header_allowlist(server, dp, issuer, http_runti
         response = post(token)
         assert response.status_code == 403, (case, response.status_code, response.text)
         assert response.headers["x-amzn-errortype"].startswith("AccessDeniedException"), case
+    # A bearer token opens the runtime data plane only, never the control plane or other services.
+    for method, path in [("POST", "/runtimes/"), ("POST", "/memories/")]:
+        other = httpx.request(method, f"{server.endpoint}{path}", headers={"Authorization": f"Bearer {good}"}, json={})
+        assert other.status_code == 403 and "bearer tokens" in other.text, (path, other.text)
     # No token at all is an unsigned request.
     assert post(None).status_code == 403
     # The server is still healthy for good tokens after all that.
