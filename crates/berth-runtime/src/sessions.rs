@@ -196,16 +196,8 @@ impl SessionManager {
             }],
             root: target.program.root.clone(),
         };
-        let backend = self.backend(target.tier)?;
-        if spec.root.is_some() && backend.tier() == Tier::Gvisor {
-            // runsc starts the guest by exec inside the container's root, and the guest is
-            // linked against the host's libc, which an image's root does not have.
-            return Err(RuntimeError::invalid(
-                "tags.berth:isolation",
-                "container images run on the namespace tier in this Berth; the gVisor tier runs code runtimes",
-            ));
-        }
-        let sandbox = backend
+        let sandbox = self
+            .backend(target.tier)?
             .create(spec)
             .await
             .map_err(|e| RuntimeError::Internal(format!("could not start a sandbox: {e}")))?;

@@ -27,6 +27,8 @@ const GVISOR_MEMORY_OVERHEAD: u64 = 192 * 1024 * 1024;
 const GVISOR_HOST_THREADS: u64 = 1024;
 /// Where the guest binary appears inside the container.
 const GUEST_PATH: &str = "/.berth/guest";
+/// Where the host's system directories appear in a sandbox that runs from an image's root.
+const HOST_LIBS: &str = "/.berth/host";
 
 #[derive(Clone, Debug)]
 pub struct GvisorSettings {
@@ -119,7 +121,38 @@ fn oci_config(
     mounts.push(bind(&host.control_dir(), CONTROL_MOUNT, true));
     mounts.push(bind(&host.workspace(), WORKSPACE_MOUNT, true));
     mounts.push(bind(guest, GUEST_PATH, false));
-    let mut args = vec![GUEST_PATH.to_string()];
+    let mut args = Vec::new();
+    if spec.root.is_some() {
+        // The guest is linked against the host's libc, which an image's root does not have:
+        // the host's system directories go under HOST_LIBS, and the guest starts through the
+        // host's dynamic loader with that library path. What it then starts (the agent) runs
+        // on the image's own loader and libraries.
+        for entry in root_entries(None) {
+            if let RootEntry::Bind { name, source } = entry {
+                mounts.push(bind(&source, &format!("{HOST_LIBS}/{name}"), false));
+            }
+        }
+        // The loader's path is often a link to an absolute path (`/lib64/ld-linux-x86-64.so.2`
+        // → `/lib/x86_64-linux-gnu/…`), which would resolve in the image: use its real path.
+        if let Some(loader) = elf_interpreter(guest).and_then(|l| std::fs::canonicalize(l).ok()) {
+            args.push(format!("{HOST_LIBS}{}", loader.display()));
+            let triple = format!("{}-linux-gnu", std::env::consts::ARCH);
+            let library_path: Vec<String> = [
+                format!("lib/{triple}"),
+                format!("usr/lib/{triple}"),
+                "lib64".into(),
+                "usr/lib64".into(),
+                "lib".into(),
+                "usr/lib".into(),
+            ]
+            .iter()
+            .map(|dir| format!("{HOST_LIBS}/{dir}"))
+            .collect();
+            args.push("--library-path".into());
+            args.push(library_path.join(":"));
+        }
+    }
+    args.push(GUEST_PATH.to_string());
     args.extend(guest_args.iter().cloned());
     args.push("serve".into());
     args.push(serde_json::to_string(bridges).unwrap_or_else(|_| "[]".into()));
@@ -148,8 +181,32 @@ fn oci_config(
     })
 }
 
+/// The program interpreter (dynamic loader) an ELF executable names, if it names one.
+fn elf_interpreter(path: &Path) -> Option<PathBuf> {
+    let data = std::fs::read(path).ok()?;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?));
+    // A little-endian 64-bit ELF: the hosts Berth runs on.
+    if data.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let (table, entry_size, entries) = (u64_at(0x20)? as usize, u16_at(0x36)? as usize, u16_at(0x38)? as usize);
+    (0..entries).find_map(|i| {
+        let header = table + i * entry_size;
+        const PT_INTERP: u32 = 3;
+        if u32_at(header)? != PT_INTERP {
+            return None;
+        }
+        let (offset, size) = (u64_at(header + 8)? as usize, u64_at(header + 32)? as usize);
+        let name = data.get(offset..offset + size)?;
+        let name = name.strip_suffix(b"\0").unwrap_or(name);
+        Some(PathBuf::from(std::str::from_utf8(name).ok()?))
+    })
+}
+
 /// The container's root: empty mount points, and the merged-/usr symlinks of the host (or of
-/// the image the sandbox runs from).
+/// the image the sandbox runs from, with the host's under [`HOST_LIBS`] for the guest).
 fn build_rootfs(rootfs: &Path, spec: &SandboxSpec) -> std::io::Result<()> {
     for dir in ["proc", "dev", "tmp", "run/berth", "workspace", ".berth"] {
         std::fs::create_dir_all(rootfs.join(dir))?;
@@ -165,6 +222,16 @@ fn build_rootfs(rootfs: &Path, spec: &SandboxSpec) -> std::io::Result<()> {
     for mount in &spec.mounts {
         let relative = mount.target.strip_prefix("/").unwrap_or(&mount.target);
         std::fs::create_dir_all(rootfs.join(relative))?;
+    }
+    if spec.root.is_some() {
+        let host_libs = rootfs.join(HOST_LIBS.trim_start_matches('/'));
+        std::fs::create_dir_all(&host_libs)?;
+        for entry in root_entries(None) {
+            match entry {
+                RootEntry::Symlink { name, target } => std::os::unix::fs::symlink(target, host_libs.join(name))?,
+                RootEntry::Bind { name, .. } => std::fs::create_dir_all(host_libs.join(name))?,
+            }
+        }
     }
     Ok(())
 }
@@ -303,5 +370,18 @@ impl Sandbox for GvisorSandbox {
         self.host.wait_launcher_exit(Duration::from_secs(3)).await;
         self.host.teardown().await;
         self.runsc(&["delete", "--force", &self.host.id]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loader_of_a_dynamic_executable_is_found() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let loader = elf_interpreter(&exe).expect("test binaries are dynamically linked");
+        assert!(loader.is_absolute() && loader.exists(), "{}", loader.display());
+        assert_eq!(elf_interpreter(Path::new("/etc/hostname")), None);
     }
 }
