@@ -87,7 +87,13 @@ fn landlock(writable: &[&Path]) -> Result<(), String> {
             ))
         })
         .and_then(|r| r.add_rules(path_beneath_rules(writable, all)))
-        .and_then(|r| r.add_rules(path_beneath_rules(["/dev"], read | AccessFs::WriteFile)))
+        // Terminal ioctls (window size, controlling terminal) on the sandbox's own devices.
+        .and_then(|r| {
+            r.add_rules(path_beneath_rules(
+                ["/dev"],
+                read | AccessFs::WriteFile | AccessFs::IoctlDev,
+            ))
+        })
         .and_then(|r| r.restrict_self())
         .map_err(|e| format!("landlock: {e}"))?;
     if status.ruleset == RulesetStatus::NotEnforced {

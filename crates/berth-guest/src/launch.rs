@@ -367,6 +367,21 @@ fn build_dev(root: &Path) -> Result<()> {
     ] {
         context(symlink(target, dev.join(name)), || format!("symlink /dev/{name}"))?;
     }
+    // Terminals for interactive shells: a private devpts instance (a user namespace may mount
+    // one), so the sandbox sees its own terminals only.
+    let pts = dev.join("pts");
+    context(fs::create_dir_all(&pts), || "mkdir /dev/pts".into())?;
+    let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    match mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        pts_flags,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    ) {
+        Ok(()) => context(symlink("pts/ptmx", dev.join("ptmx")), || "symlink /dev/ptmx".into())?,
+        Err(e) => eprintln!("berth-guest: no devpts ({e}); interactive shells will not start"),
+    }
     let shm = dev.join("shm");
     context(fs::create_dir_all(&shm), || "mkdir /dev/shm".into())?;
     context(

@@ -9,6 +9,8 @@ mod confine;
 mod launch;
 #[cfg(target_os = "linux")]
 mod server;
+#[cfg(target_os = "linux")]
+mod shell;
 
 /// Runs the guest with its command-line arguments (without the program name); returns the
 /// process exit code. `launch` builds a namespace sandbox from the config on stdin and serves

@@ -138,6 +138,30 @@ pub enum Request {
     WriteFile { path: String, len: u64, mode: Option<u32> },
     /// The reply carries `len`; that many bytes follow. Larger files are refused.
     ReadFile { path: String, max_len: u64 },
+    /// Attaches to the interactive shell `id` on a terminal, starting it if it is not running
+    /// (the reply says whether it was). Then the host sends `Stdin`/`Resize`/`Close` frames,
+    /// and the guest sends `Stdout` (the terminal's output; on a re-attach first what it kept),
+    /// then `Exit` when the shell ends, or `Detached` when another attach took it over. A host
+    /// that hangs up leaves the shell running for the next attach.
+    Shell(ShellSpec),
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ShellSpec {
+    pub id: String,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<String>,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// The terminal size of a `Resize` frame (JSON).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TerminalSize {
+    pub cols: u16,
+    pub rows: u16,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -196,6 +220,9 @@ pub struct Reply {
     pub service: Option<ServiceState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub len: Option<u64>,
+    /// For `Shell`: whether an already running shell was attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnected: Option<bool>,
 }
 
 impl Reply {
@@ -223,6 +250,14 @@ pub enum FrameKind {
     Stderr = 2,
     /// The last frame; its data is an [`ExitStatus`] as JSON.
     Exit = 3,
+    /// Host → guest, shells: bytes for the terminal.
+    Stdin = 4,
+    /// Host → guest, shells: a [`TerminalSize`] as JSON.
+    Resize = 5,
+    /// Host → guest, shells: end the shell.
+    Close = 6,
+    /// Guest → host, shells: another attach took the shell over.
+    Detached = 7,
 }
 
 impl FrameKind {
@@ -231,6 +266,10 @@ impl FrameKind {
             1 => Some(FrameKind::Stdout),
             2 => Some(FrameKind::Stderr),
             3 => Some(FrameKind::Exit),
+            4 => Some(FrameKind::Stdin),
+            5 => Some(FrameKind::Resize),
+            6 => Some(FrameKind::Close),
+            7 => Some(FrameKind::Detached),
             _ => None,
         }
     }

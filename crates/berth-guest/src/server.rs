@@ -52,10 +52,11 @@ pub fn run(listener: std::os::unix::net::UnixListener, bridges: Vec<Bridge>) -> 
             tokio::spawn(run_bridge(bridge));
         }
         let service: Shared = Arc::default();
+        let shells = crate::shell::Shells::default();
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(handle(stream, service.clone()));
+                    tokio::spawn(handle(stream, service.clone(), shells.clone()));
                 }
                 Err(e) => {
                     eprintln!("berth-guest: accept: {e}");
@@ -89,7 +90,7 @@ async fn run_bridge(bridge: Bridge) {
     }
 }
 
-async fn handle(stream: UnixStream, service: Shared) {
+async fn handle(stream: UnixStream, service: Shared, shells: crate::shell::Shells) {
     let mut stream = BufReader::new(stream);
     let mut line = String::new();
     let read = (&mut stream).take(MAX_REQUEST_LINE).read_line(&mut line).await;
@@ -122,6 +123,7 @@ async fn handle(stream: UnixStream, service: Shared) {
         Request::SignalService { signal } => signal_service(&mut stream, signal, &service).await,
         Request::WriteFile { path, len, mode } => write_file(&mut stream, &path, len, mode).await,
         Request::ReadFile { path, max_len } => read_file(&mut stream, &path, max_len).await,
+        Request::Shell(spec) => shells.attach(stream, spec).await,
     };
 }
 
@@ -129,7 +131,7 @@ fn lock(service: &Shared) -> parking_lot::MutexGuard<'_, Service> {
     service.lock()
 }
 
-async fn reply<S: AsyncWrite + Unpin>(stream: &mut S, reply: &Reply) -> std::io::Result<()> {
+pub(crate) async fn reply<S: AsyncWrite + Unpin>(stream: &mut S, reply: &Reply) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     line.push(b'\n');
     stream.write_all(&line).await?;
@@ -210,7 +212,7 @@ fn spawn(
     command.spawn().map_err(|e| format!("cannot run {program}: {e}"))
 }
 
-fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+pub(crate) fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     use std::os::unix::process::ExitStatusExt;
     ExitStatus {
         code: status.code(),
@@ -219,7 +221,7 @@ fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     }
 }
 
-fn kill_group(pid: Option<u32>, signal: i32) {
+pub(crate) fn kill_group(pid: Option<u32>, signal: i32) {
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
         let signal = nix::sys::signal::Signal::try_from(signal).unwrap_or(nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
@@ -288,7 +290,11 @@ async fn stream_output(
     }
 }
 
-async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, kind: FrameKind, data: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_frame<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    kind: FrameKind,
+    data: &[u8],
+) -> std::io::Result<()> {
     stream.write_all(&frame_header(kind, data.len())).await?;
     stream.write_all(data).await?;
     stream.flush().await

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_guest::protocol::{ExecSpec, ExitStatus, FrameKind, MAX_FRAME, Reply, Request, ServiceSpec, ServiceState};
+use berth_guest::protocol::{
+    ExecSpec, ExitStatus, FrameKind, MAX_FRAME, Reply, Request, ServiceSpec, ServiceState, ShellSpec, TerminalSize,
+    frame_header,
+};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -97,6 +100,20 @@ impl GuestClient {
         Ok(output)
     }
 
+    /// Attaches to the interactive shell `spec.id`, starting it if it does not run; says
+    /// whether it was running.
+    pub async fn shell(&self, spec: ShellSpec) -> Result<(ShellStream, bool), SandboxError> {
+        let (stream, reply) = self.request(&Request::Shell(spec)).await?;
+        let (read, write) = stream.into_inner().into_split();
+        Ok((
+            ShellStream {
+                reader: BufReader::new(read),
+                writer: write,
+            },
+            reply.reconnected.unwrap_or(false),
+        ))
+    }
+
     pub async fn start_service(&self, spec: ServiceSpec) -> Result<ServiceState, SandboxError> {
         let (_, reply) = self.request(&Request::StartService(spec)).await?;
         Ok(reply.service.unwrap_or_default())
@@ -163,29 +180,109 @@ pub struct ExecStream {
     done: bool,
 }
 
+/// One guest → host frame.
+async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<(FrameKind, Vec<u8>), SandboxError> {
+    let mut header = [0u8; 5];
+    reader.read_exact(&mut header).await?;
+    let kind = FrameKind::from_byte(header[0]).ok_or_else(|| guest_error("bad frame kind"))?;
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(guest_error("frame too large"));
+    }
+    let mut data = vec![0u8; len];
+    reader.read_exact(&mut data).await?;
+    Ok((kind, data))
+}
+
+fn parse_exit(data: &[u8]) -> Result<ExitStatus, SandboxError> {
+    serde_json::from_slice(data).map_err(|e| guest_error(format!("bad exit status: {e}")))
+}
+
 impl ExecStream {
     /// The next piece of output; `None` after the exit status.
     pub async fn next(&mut self) -> Result<Option<ExecEvent>, SandboxError> {
         if self.done {
             return Ok(None);
         }
-        let mut header = [0u8; 5];
-        self.stream.read_exact(&mut header).await?;
-        let kind = FrameKind::from_byte(header[0]).ok_or_else(|| guest_error("bad frame kind"))?;
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        if len > MAX_FRAME {
-            return Err(guest_error("frame too large"));
-        }
-        let mut data = vec![0u8; len];
-        self.stream.read_exact(&mut data).await?;
+        let (kind, data) = read_frame(&mut self.stream).await?;
         Ok(Some(match kind {
             FrameKind::Stdout => ExecEvent::Stdout(data),
             FrameKind::Stderr => ExecEvent::Stderr(data),
             FrameKind::Exit => {
                 self.done = true;
-                let status = serde_json::from_slice(&data).map_err(|e| guest_error(format!("bad exit status: {e}")))?;
-                ExecEvent::Exit(status)
+                ExecEvent::Exit(parse_exit(&data)?)
             }
+            _ => return Err(guest_error("unexpected frame in an exec's output")),
         }))
+    }
+}
+
+/// What an attached shell sends.
+#[derive(Debug)]
+pub enum ShellEvent {
+    Output(Vec<u8>),
+    Exit(ExitStatus),
+    /// Another attach took the shell over.
+    Detached,
+}
+
+/// An attached shell: its terminal's output in, keystrokes, resizes and close out.
+pub struct ShellStream {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+/// The sending half of a [`ShellStream`].
+pub struct ShellInput {
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+/// The receiving half of a [`ShellStream`].
+pub struct ShellOutput {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+}
+
+impl ShellStream {
+    pub fn split(self) -> (ShellInput, ShellOutput) {
+        (ShellInput { writer: self.writer }, ShellOutput { reader: self.reader })
+    }
+}
+
+impl ShellInput {
+    async fn send(&mut self, kind: FrameKind, data: &[u8]) -> Result<(), SandboxError> {
+        self.writer.write_all(&frame_header(kind, data.len())).await?;
+        self.writer.write_all(data).await?;
+        Ok(self.writer.flush().await?)
+    }
+
+    /// Keystrokes, at most [`MAX_FRAME`] bytes at a time.
+    pub async fn stdin(&mut self, data: &[u8]) -> Result<(), SandboxError> {
+        for piece in data.chunks(MAX_FRAME) {
+            self.send(FrameKind::Stdin, piece).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn resize(&mut self, size: TerminalSize) -> Result<(), SandboxError> {
+        let json = serde_json::to_vec(&size).map_err(|e| guest_error(e.to_string()))?;
+        self.send(FrameKind::Resize, &json).await
+    }
+
+    /// Ends the shell (a hang-up to its process group).
+    pub async fn close(&mut self) -> Result<(), SandboxError> {
+        self.send(FrameKind::Close, &[]).await
+    }
+}
+
+impl ShellOutput {
+    /// The next event; an error once the guest connection is gone.
+    pub async fn next(&mut self) -> Result<ShellEvent, SandboxError> {
+        let (kind, data) = read_frame(&mut self.reader).await?;
+        match kind {
+            FrameKind::Stdout => Ok(ShellEvent::Output(data)),
+            FrameKind::Exit => Ok(ShellEvent::Exit(parse_exit(&data)?)),
+            FrameKind::Detached => Ok(ShellEvent::Detached),
+            _ => Err(guest_error("unexpected frame from a shell")),
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub use berth_guest::protocol::{ExecSpec, ExitStatus, MountSpec, ServiceSpec, ServiceState};
+pub use berth_guest::protocol::{ExecSpec, ExitStatus, MountSpec, ServiceSpec, ServiceState, ShellSpec, TerminalSize};
 pub use guest::{ExecEvent, ExecStream, GuestClient};
 
 /// The isolation tiers, weakest boundary first.

@@ -54,6 +54,9 @@ fn main() {
         ("a_flood_of_output_stays_bounded", |tier| {
             Box::pin(a_flood_of_output_stays_bounded(tier))
         }),
+        ("shells_run_on_a_terminal_and_survive_a_detach", |tier| {
+            Box::pin(shells_run_on_a_terminal_and_survive_a_detach(tier))
+        }),
         ("a_dropped_sandbox_leaves_no_process", |tier| {
             Box::pin(a_dropped_sandbox_leaves_no_process(tier))
         }),
@@ -419,6 +422,69 @@ async fn a_flood_of_output_stays_bounded(tier: Tier) {
         .map(|m| m.len())
         .sum();
     assert!(kept > 0 && kept <= 2 * (1 << 20) + 65_536, "{kept} bytes of log kept");
+    sandbox.destroy().await;
+}
+
+/// Reads a shell's output until `needle` appears (or the shell ends), for at most 10 s.
+async fn read_until(
+    output: &mut berth_sandbox::guest::ShellOutput,
+    needle: &str,
+) -> (String, Option<berth_sandbox::ExitStatus>) {
+    use berth_sandbox::guest::ShellEvent;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(deadline, output.next()).await {
+            Ok(Ok(ShellEvent::Output(data))) => seen.push_str(&String::from_utf8_lossy(&data)),
+            Ok(Ok(ShellEvent::Exit(status))) => return (seen, Some(status)),
+            other => panic!("waiting for {needle:?} after {seen:?}: {other:?}"),
+        }
+    }
+    (seen, None)
+}
+
+async fn shells_run_on_a_terminal_and_survive_a_detach(tier: Tier) {
+    use berth_sandbox::guest::ShellEvent;
+    use berth_sandbox::{ShellSpec, TerminalSize};
+    let dir = tempfile::tempdir().unwrap();
+    let sandbox = backend(&dir, tier).create(spec()).await.unwrap();
+    let shell = |cols| ShellSpec {
+        id: "debug".into(),
+        argv: vec!["/bin/sh".into()],
+        cols,
+        rows: 40,
+        ..Default::default()
+    };
+    let (stream, reconnected) = sandbox.guest().shell(shell(100)).await.unwrap();
+    assert!(!reconnected);
+    let (mut input, mut output) = stream.split();
+    input.stdin(b"tty; stty size; export MARK=kept\n").await.unwrap();
+    let (seen, _) = read_until(&mut output, "40 100").await;
+    assert!(seen.contains("/dev/pts/"), "{seen}");
+    input.resize(TerminalSize { cols: 120, rows: 30 }).await.unwrap();
+    input.stdin(b"stty size\n").await.unwrap();
+    read_until(&mut output, "30 120").await;
+    // Hang up; the shell keeps running, and a re-attach gets what it printed and its state.
+    drop((input, output));
+    let (stream, reconnected) = sandbox.guest().shell(shell(80)).await.unwrap();
+    assert!(reconnected);
+    let (input, mut output) = stream.split();
+    read_until(&mut output, "30 120").await;
+    // A second attach takes the shell over; the first is told.
+    let (second, _) = sandbox.guest().shell(shell(80)).await.unwrap();
+    let (mut second_input, mut second_output) = second.split();
+    loop {
+        match output.next().await.unwrap() {
+            ShellEvent::Detached => break,
+            ShellEvent::Output(_) => continue,
+            ShellEvent::Exit(status) => panic!("exited: {status:?}"),
+        }
+    }
+    drop(input);
+    second_input.stdin(b"echo $MARK; exit 7\n").await.unwrap();
+    let (seen, status) = read_until(&mut second_output, "\u{0}never").await;
+    assert!(seen.contains("kept"), "{seen}");
+    assert_eq!(status.and_then(|s| s.code), Some(7));
     sandbox.destroy().await;
 }
 
