@@ -285,7 +285,7 @@ def map_tls_host():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="maps a host name in /etc/hosts, which needs root")
-def test_flow_21_websockets_through_the_sdk_helpers_over_tls(server, issuer, http_runtime, jwt_runtime):
+def test_flow_21_websockets_and_shells_through_the_sdk_helpers_over_tls(server, issuer, http_runtime, jwt_runtime):
     map_tls_host()
     env = dict(os.environ, BEDROCK_AGENTCORE_DP_ENDPOINT=server.tls_endpoint, AWS_REGION="us-east-1",
                SSL_CERT_FILE=os.path.join(server.data_dir, "tls", "ca.pem"))
@@ -307,3 +307,11 @@ def test_flow_21_websockets_through_the_sdk_helpers_over_tls(server, issuer, htt
         assert out[case] == {"status": 403}, (case, out[case])
     assert out["oversized"] == {"closed": 1009}
     assert out["after_oversized"]["text"] == "echo: hello"
+
+    shells = out["shells"]
+    assert "size=43 132" in shells["first"], shells
+    assert "size=43 132" in shells["replayed"] and "mark=kept" in shells["state"], shells
+    assert shells["kicked"] is True
+    assert "bye" in shells["exit_output"] and shells["exit_code"] == 3, shells
+    assert shells["presigned_exit"] == 0 and "whoami-ok" in shells["oauth"], shells
+    assert shells["sigv4_shell_to_jwt"] == 403

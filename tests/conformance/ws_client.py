@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import boto3
 import websockets
 from bedrock_agentcore.runtime import AgentCoreRuntimeClient
+from bedrock_agentcore.runtime.shell import OAuthAuth, PresignedAuth, ShellChannel
 from botocore.auth import SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 
@@ -43,6 +44,50 @@ async def oversized(url, headers):
             return {"closed": None}
         except websockets.exceptions.ConnectionClosed as closed:
             return {"closed": closed.rcvd.code if closed.rcvd else closed.sent.code if closed.sent else None}
+
+
+async def shell_until(shell, needle, send=None):
+    """Output of an open shell until `needle` appears or the shell ends."""
+    if send:
+        await shell.send(send)
+    seen = ""
+    async for frame in shell:
+        if frame.channel == ShellChannel.STDOUT:
+            seen += frame.text
+            if needle and needle in seen:
+                break
+    return seen
+
+
+async def shells(client, sigv4_arn, jwt_arn, token):
+    """Interactive shells through the SDK's ShellSession: SigV4, presigned, OAuth, re-attach,
+    resize, take-over, and exit codes."""
+    out = {}
+    sid = "shell-session-" + uuid.uuid4().hex
+    async with client.open_shell(sigv4_arn, session_id=sid, shell_id="debug") as shell:
+        await shell.resize(132, 43)
+        out["first"] = await shell_until(shell, "size=43 132", "export MARK=kept; echo size=$(stty size)\n")
+    # Re-attach: the earlier output is replayed and the shell's state is there.
+    async with client.open_shell(sigv4_arn, session_id=sid, shell_id="debug") as shell:
+        out["replayed"] = await shell_until(shell, "size=43 132")
+        out["state"] = await shell_until(shell, "mark=kept", "echo mark=$MARK\n")
+        # A second client takes the shell over; the first is told (close code 4000).
+        async with client.open_shell(sigv4_arn, session_id=sid, shell_id="debug") as second:
+            await shell_until(shell, None)
+            out["kicked"] = shell.kicked
+            out["exit_output"] = await shell_until(second, None, "echo bye; exit 3\n")
+            out["exit_code"] = second.exit_code
+    async with client.open_shell(sigv4_arn, auth=PresignedAuth(expires=60)) as shell:
+        await shell_until(shell, None, "exit 0\n")
+        out["presigned_exit"] = shell.exit_code
+    async with client.open_shell(jwt_arn, auth=OAuthAuth(bearer_token=token)) as shell:
+        out["oauth"] = await shell_until(shell, "whoami-ok", "echo whoami-ok\n")
+    try:
+        async with client.open_shell(jwt_arn) as shell:
+            out["sigv4_shell_to_jwt"] = "connected"
+    except websockets.exceptions.InvalidStatus as refused:
+        out["sigv4_shell_to_jwt"] = refused.response.status_code
+    return out
 
 
 def tamper(url):
@@ -80,6 +125,7 @@ async def main(sigv4_arn, jwt_arn, token):
     out["expired"] = await echo(expiring)
     out["oversized"] = await oversized(*client.generate_ws_connection(sigv4_arn, session_id=sid))
     out["after_oversized"] = await echo(*client.generate_ws_connection(sigv4_arn, session_id=sid))
+    out["shells"] = await shells(client, sigv4_arn, jwt_arn, token)
     print(json.dumps(out))
 
 

@@ -1061,6 +1061,21 @@ impl RuntimeService {
         })
     }
 
+    /// An interactive shell in the session's sandbox (`/runtimes/{arn}/ws/shells`).
+    pub async fn open_shell(
+        &self,
+        caller: &Caller,
+        input: &Value,
+        shell_id: &str,
+    ) -> Result<(
+        berth_sandbox::guest::ShellStream,
+        bool,
+        crate::sessions::SessionActivity,
+    )> {
+        let (session, _) = self.session_for(caller, input).await?;
+        session.open_shell(shell_id).await
+    }
+
     /// GetAgentCard: the A2A agent's card, from the session named (one is started if needed).
     pub async fn get_agent_card(&self, caller: &Caller, mut input: Value) -> Result<Value> {
         if text(&input, "runtimeSessionId").is_none() {

@@ -622,6 +622,37 @@ impl Session {
         Ok((stream, activity))
     }
 
+    /// Attaches to the interactive shell `shell_id` in this session's sandbox (bash when the
+    /// sandbox has it, else sh), with the agent's environment and working directory; says
+    /// whether the shell was already running.
+    pub async fn open_shell(
+        self: &Arc<Self>,
+        shell_id: &str,
+    ) -> Result<(berth_sandbox::guest::ShellStream, bool, SessionActivity)> {
+        let activity = SessionActivity {
+            _activity: Activity::new(self.clone()),
+        };
+        let spec = berth_sandbox::ShellSpec {
+            id: shell_id.to_string(),
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "if command -v bash >/dev/null 2>&1; then exec bash -i; fi; exec sh -i".into(),
+            ],
+            env: self.env.clone(),
+            cwd: Some(self.cwd.clone()),
+            cols: 80,
+            rows: 24,
+        };
+        let (stream, reconnected) = self
+            .sandbox
+            .guest()
+            .shell(spec)
+            .await
+            .map_err(|e| RuntimeError::Agent(format!("the shell could not start in the session's sandbox: {e}")))?;
+        Ok((stream, reconnected, activity))
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -104,10 +104,12 @@ impl GuestClient {
     /// whether it was running.
     pub async fn shell(&self, spec: ShellSpec) -> Result<(ShellStream, bool), SandboxError> {
         let (stream, reply) = self.request(&Request::Shell(spec)).await?;
+        // The replay may follow the reply at once, already in the reader's buffer.
+        let early = stream.buffer().to_vec();
         let (read, write) = stream.into_inner().into_split();
         Ok((
             ShellStream {
-                reader: BufReader::new(read),
+                reader: BufReader::new(std::io::Cursor::new(early).chain(read)),
                 writer: write,
             },
             reply.reconnected.unwrap_or(false),
@@ -227,8 +229,10 @@ pub enum ShellEvent {
 }
 
 /// An attached shell: its terminal's output in, keystrokes, resizes and close out.
+type ShellReader = BufReader<tokio::io::Chain<std::io::Cursor<Vec<u8>>, tokio::net::unix::OwnedReadHalf>>;
+
 pub struct ShellStream {
-    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    reader: ShellReader,
     writer: tokio::net::unix::OwnedWriteHalf,
 }
 
@@ -239,7 +243,7 @@ pub struct ShellInput {
 
 /// The receiving half of a [`ShellStream`].
 pub struct ShellOutput {
-    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    reader: ShellReader,
 }
 
 impl ShellStream {

@@ -32,7 +32,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(state::health))
         .route("/metrics", get(metrics::metrics))
-        .route("/runtimes/{arn}/ws", get(ws::connect))
+        .route("/runtimes/{arn}/ws", get(ws::agent::connect))
+        .route("/runtimes/{arn}/ws/shells", get(ws::shell::connect))
         .fallback(dispatch::dispatch)
         .with_state(state)
 }
