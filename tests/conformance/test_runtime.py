@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import BINARY, Server
+from conftest import BINARY, Server, serving
 
 AGENT = os.path.join(os.path.dirname(__file__), "agents", "basic")
 
@@ -20,16 +20,7 @@ AGENT = os.path.join(os.path.dirname(__file__), "agents", "basic")
 def server():
     # Runtime tests build real environments; once, on SQLite, is enough for the wire contract.
     server = Server("sqlite")
-    saved = dict(os.environ)
-    os.environ.pop("AWS_SESSION_TOKEN", None)
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.update(server.environ())
-    boto3.DEFAULT_SESSION = None
-    yield server
-    os.environ.clear()
-    os.environ.update(saved)
-    boto3.DEFAULT_SESSION = None
-    server.stop()
+    yield from serving(server)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server
+from conftest import Server, serving
 
 AGENT_SOURCE = os.path.join(os.path.dirname(__file__), "agents", "image", "agent.rs")
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}[os.uname().machine]
@@ -28,15 +28,7 @@ ARCH = {"x86_64": "amd64", "aarch64": "arm64"}[os.uname().machine]
 @pytest.fixture(scope="module")
 def server():
     server = Server("sqlite")
-    saved = dict(os.environ)
-    os.environ.pop("AWS_SESSION_TOKEN", None)
-    os.environ.update(server.environ())
-    boto3.DEFAULT_SESSION = None
-    yield server
-    os.environ.clear()
-    os.environ.update(saved)
-    boto3.DEFAULT_SESSION = None
-    server.stop()
+    yield from serving(server)
 
 
 def tar_layer(entries):

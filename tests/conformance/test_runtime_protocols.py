@@ -18,7 +18,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import BINARY, Server, free_port
+from conftest import BINARY, Server, free_port, serving
 from oidc_issuer import Issuer
 
 AGENTS = os.path.join(os.path.dirname(__file__), "agents")
@@ -32,16 +32,7 @@ def server():
     tls_port = free_port()
     server = Server("sqlite", config=f'[tls]\nenabled = true\nlisten = "127.0.0.1:{tls_port}"\n')
     server.tls_endpoint = f"https://{TLS_HOST}:{tls_port}"
-    saved = dict(os.environ)
-    os.environ.pop("AWS_SESSION_TOKEN", None)
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.update(server.environ())
-    boto3.DEFAULT_SESSION = None
-    yield server
-    os.environ.clear()
-    os.environ.update(saved)
-    boto3.DEFAULT_SESSION = None
-    server.stop()
+    yield from serving(server)
 
 
 @pytest.fixture(scope="module")
