@@ -10,7 +10,7 @@ use berth_wire::AwsError;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig};
 
-use super::{SESSION_HEADER, authorize, runtime_error};
+use super::{SESSION_HEADER, authorize, close, close_for, runtime_error};
 use crate::dispatch::error_response;
 use crate::state::AppState;
 
@@ -88,12 +88,6 @@ pub async fn connect(State(state): State<AppState>, request: Request) -> Respons
 async fn relay(client: WebSocket, agent: tokio_tungstenite::WebSocketStream<tokio::net::UnixStream>) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut agent_tx, mut agent_rx) = agent.split();
-    let close = |code: u16, reason: &str| {
-        ws::Message::Close(Some(ws::CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-    };
     loop {
         tokio::select! {
             from_client = client_rx.next() => match from_client {
@@ -108,16 +102,7 @@ async fn relay(client: WebSocket, agent: tokio_tungstenite::WebSocketStream<toki
                     }
                 }
                 Some(Err(error)) => {
-                    let too_big = error
-                        .into_inner()
-                        .downcast_ref::<tungstenite::Error>()
-                        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
-                    let frame = if too_big {
-                        close(1009, "message too big")
-                    } else {
-                        close(1002, "protocol error")
-                    };
-                    let _ = client_tx.send(frame).await;
+                    let _ = client_tx.send(close_for(error, "message too big")).await;
                     break;
                 }
                 None => break,

@@ -57,6 +57,29 @@ pub(crate) struct Authorized {
     pub request_id: String,
 }
 
+/// A close frame to send the client.
+pub(crate) fn close(code: u16, reason: &str) -> axum::extract::ws::Message {
+    axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// The close frame for a client message that could not be read: 1009 (with `too_big`) for one
+/// past the size limit, 1002 for anything else.
+pub(crate) fn close_for(error: axum::Error, too_big: &str) -> axum::extract::ws::Message {
+    use tokio_tungstenite::tungstenite::Error;
+    let capacity = error
+        .into_inner()
+        .downcast_ref::<Error>()
+        .is_some_and(|e| matches!(e, Error::Capacity(_)));
+    if capacity {
+        close(1009, too_big)
+    } else {
+        close(1002, "protocol error")
+    }
+}
+
 /// A bearer token carried as the browser subprotocol.
 fn subprotocol_token(headers: &http::HeaderMap) -> Option<String> {
     let offered = headers.get(http::header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;

@@ -21,7 +21,7 @@ use berth_wire::AwsError;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 
-use super::{BEARER_SUBPROTOCOL, SESSION_HEADER, authorize, runtime_error};
+use super::{BEARER_SUBPROTOCOL, SESSION_HEADER, authorize, close, close_for, runtime_error};
 use crate::dispatch::error_response;
 use crate::state::AppState;
 
@@ -140,12 +140,6 @@ async fn relay(client: WebSocket, mut input: ShellInput, mut output: ShellOutput
     if client_tx.send(status(confirmation)).await.is_err() {
         return;
     }
-    let close = |code: u16, reason: &str| {
-        ws::Message::Close(Some(ws::CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-    };
     loop {
         tokio::select! {
             from_client = client_rx.next() => match from_client {
@@ -184,12 +178,7 @@ async fn relay(client: WebSocket, mut input: ShellInput, mut output: ShellOutput
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
-                    let too_big = error
-                        .into_inner()
-                        .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
-                        .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)));
-                    let frame = if too_big { close(1009, "frames are at most 64 KB") } else { close(1002, "protocol error") };
-                    let _ = client_tx.send(frame).await;
+                    let _ = client_tx.send(close_for(error, "frames are at most 64 KB")).await;
                     return;
                 }
             },
